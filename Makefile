@@ -1,0 +1,31 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup test demo lint clean
+
+setup: $(STAMP)
+
+# torch is installed first and pinned: on this machine torch==2.13.0 resolves to a local CPU
+# build; an unpinned torch would pull several GB of CUDA packages.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[ml,service,test]"
+	touch $(STAMP)
+
+# pytest exits 5 when it collected no tests: that is a broken suite, not a pass.
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+demo: setup
+	$(VENV)/bin/difftune demo --out .cache/demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf .cache .pytest_cache

@@ -1,0 +1,161 @@
+"""Training hyperparameters: one validated ``TrainConfig``, loadable from YAML or a JSON dict.
+
+This module imports only pydantic and yaml, so the JSON schema of the config can be exported for
+services that must validate hyperparameters without torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BankConfig(_Strict):
+    """How the knowledge bank is sampled from the pre-trained model before tuning."""
+
+    size: int = Field(4096, ge=1, description="Number of images generated from the base model.")
+    sampler: Literal["ddim", "ddpm"] = Field("ddim", description="Sampler used to generate the bank.")
+    num_inference_steps: int = Field(50, ge=1, le=1000, description="Denoising steps per bank image.")
+    guidance_scale: float = Field(
+        1.5, ge=1.0, description="Classifier-free guidance for bank samples (1.5 is DiT's FID setting)."
+    )
+    batch_size: int = Field(64, ge=1, description="Images generated per forward pass.")
+    seed: int = Field(0, description="Seed of the bank; part of its cache key.")
+
+
+class TrainConfig(_Strict):
+    """Every knob of a tuning run. Defaults follow the Diff-Tuning reference (DESIGN.md section 1)."""
+
+    # --- what to tune ---------------------------------------------------------------------------
+    family: Literal["dit"] = Field("dit", description="Model family of the base model.")
+    base_model: str = Field(
+        "", description="Diffusers-format folder or hub id of the base model (set by the CLI/worker)."
+    )
+    resolution: int = Field(256, ge=8, description="Training image size in pixels (square).")
+    num_classes: int | None = Field(
+        None, ge=1, description="Target classes K; inferred from the dataset when unset."
+    )
+
+    # --- the method -------------------------------------------------------------------------------
+    method: Literal["difftune", "standard"] = Field(
+        "difftune", description="`difftune` (retention + reconsolidation) or `standard` fine-tuning."
+    )
+    target_power: float = Field(
+        1.0, ge=0.0, le=8.0, description="s: target timesteps drawn with p(t) ∝ (t+1)^s; 0 = uniform."
+    )
+    bank_power: float | None = Field(
+        None, ge=0.0, le=8.0, description="s': bank timesteps drawn with p(t) ∝ (T-t)^s'; defaults to s."
+    )
+    bank_share: float = Field(0.2, ge=0.0, lt=1.0, description="Share of each batch taken from the bank.")
+    bank_loss_weight: float = Field(0.1, ge=0.0, description="Weight of the bank (retention) loss.")
+    bank_label: Literal["null", "source"] = Field(
+        "null",
+        description="Label of bank samples: the null label (paper) or a separate learned source token.",
+    )
+    bank: BankConfig = Field(default_factory=BankConfig)
+    loss_weighting: Literal["none", "p2", "min_snr"] = Field(
+        "none", description="Per-sample loss weighting baseline applied on top of the method."
+    )
+    p2_gamma: float = Field(1.0, ge=0.0, description="P2 weighting exponent gamma.")
+    p2_k: float = Field(1.0, gt=0.0, description="P2 weighting offset k.")
+    min_snr_gamma: float = Field(5.0, gt=0.0, description="Min-SNR clamp gamma.")
+    peft: Literal["full", "difffit"] = Field("full", description="Train all weights or DiffFit only.")
+
+    # --- optimisation -------------------------------------------------------------------------------
+    learning_rate: float = Field(1e-4, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    max_grad_norm: float | None = Field(None, gt=0.0, description="Clip gradients to this norm if set.")
+    batch_size: int = Field(32, ge=1, description="Global batch size (split over DDP ranks).")
+    max_steps: int = Field(24000, ge=1)
+    ema_decay: float = Field(0.9999, ge=0.0, le=1.0)
+    label_dropout: float = Field(0.1, ge=0.0, le=1.0, description="CFG label-drop rate of target rows.")
+    random_flip: bool = Field(True, description="Random horizontal flips of target images.")
+    upscale_small_images: bool = Field(
+        False, description="Upscale images smaller than `resolution` instead of rejecting them."
+    )
+
+    # --- speed ------------------------------------------------------------------------------------
+    mixed_precision: Literal["auto", "no", "bf16"] = Field(
+        "auto", description="`auto`: bf16 autocast on CUDA, fp32 on CPU."
+    )
+    gradient_checkpointing: bool = False
+    compile: bool = Field(False, description="torch.compile the denoiser.")
+
+    # --- outputs ------------------------------------------------------------------------------------
+    checkpoint_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(3, ge=1, description="Number of most recent checkpoints kept.")
+    sample_every: int = Field(1000, ge=1)
+    validation_labels: list[int] | None = Field(
+        None, description="Target labels drawn in sample grids; defaults to every class (up to 16)."
+    )
+    validation_guidance_scale: float = Field(4.0, ge=1.0)
+    sample_steps: int = Field(50, ge=1, le=1000, description="DDIM steps for sample grids.")
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TrainConfig:
+        if self.validation_labels is not None and self.num_classes is not None:
+            bad = [label for label in self.validation_labels if not 0 <= label < self.num_classes]
+            if bad:
+                raise ValueError(f"validation_labels {bad} outside 0..{self.num_classes - 1}")
+        return self
+
+    # --- derived values -------------------------------------------------------------------------------
+    @property
+    def uses_bank(self) -> bool:
+        """Whether the run trains on a knowledge bank (Diff-Tuning with a positive bank share)."""
+        return self.method == "difftune" and self.bank_share > 0 and self.bank_loss_weight > 0
+
+    @property
+    def effective_bank_power(self) -> float:
+        return self.target_power if self.bank_power is None else self.bank_power
+
+
+def _format_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(x) for x in e["loc"]) or "config"
+        parts.append(f"{field}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def parse_config(data: dict[str, Any] | None) -> TrainConfig:
+    """Validate a dict of hyperparameters; raise ``ConfigError`` naming each bad field."""
+    try:
+        return TrainConfig.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(f"invalid training config: {_format_error(err)}") from None
+
+
+def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Load a YAML config file, apply keyword overrides, validate."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must contain a mapping of field: value")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_config(data)
+
+
+def dump_config(config: TrainConfig) -> dict[str, Any]:
+    """JSON-ready dict of a config (what is stored with a job and in meta.json)."""
+    return config.model_dump(mode="json")
