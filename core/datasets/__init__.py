@@ -1,0 +1,1 @@
+"""Dataset archives: safe extraction under limits, layout inspection, normalised packing."""

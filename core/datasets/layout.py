@@ -1,0 +1,128 @@
+"""Recognise a dataset's layout and check every image: class folders or HF ``metadata.jsonl``."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from core.errors import UploadRejected
+
+METADATA = "metadata.jsonl"
+
+
+@dataclass
+class DatasetInfo:
+    """What validation learned: the layout, classes, one entry per example and summary stats."""
+
+    layout: str  # class_folders | metadata
+    entries: list[dict[str, Any]]
+    classes: list[str] | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _strip_common_folder(files: list[str]) -> tuple[str, list[str]]:
+    """Drop one top folder that wraps everything (``flowers/daisy/1.png``), when that is unambiguous."""
+    tops = {f.split("/", 1)[0] for f in files}
+    if len(tops) != 1 or any("/" not in f for f in files):
+        return "", files
+    top = tops.pop()
+    inner = [f.split("/", 1)[1] for f in files]
+    if METADATA in inner or all("/" in f for f in inner):
+        return top + "/", inner
+    return "", files
+
+
+def _check_image(root: Path, name: str, sizes: Counter, modes: Counter) -> None:
+    try:
+        with Image.open(root / name) as image:
+            image.load()
+            sizes[image.size] += 1
+            modes[image.mode] += 1
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise UploadRejected(f"not a readable image ({err})", file=name) from None
+
+
+def _size_stats(sizes: Counter, modes: Counter) -> dict[str, Any]:
+    widths = [w for w, _ in sizes]
+    heights = [h for _, h in sizes]
+    return {
+        "min_width": min(widths),
+        "max_width": max(widths),
+        "min_height": min(heights),
+        "max_height": max(heights),
+        "modes": dict(modes),
+    }
+
+
+def _class_folders(root: Path, files: list[str]) -> DatasetInfo:
+    per_class: Counter = Counter()
+    sizes: Counter = Counter()
+    modes: Counter = Counter()
+    for name in files:
+        if "/" not in name:
+            raise UploadRejected(
+                f"is not inside a class folder (or add a {METADATA} for captioned data)", file=name
+            )
+        per_class[name.split("/", 1)[0]] += 1
+        _check_image(root, name, sizes, modes)
+    classes = sorted(per_class)
+    index = {c: i for i, c in enumerate(classes)}
+    entries = [{"file": f, "label": index[f.split("/", 1)[0]]} for f in sorted(files)]
+    stats = {"images_per_class": dict(sorted(per_class.items())), **_size_stats(sizes, modes)}
+    return DatasetInfo("class_folders", entries, classes, stats)
+
+
+def _metadata_line(line: str, number: int, present: set[str]) -> dict[str, Any]:
+    where = f"{METADATA}:{number}"
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise UploadRejected(f"malformed JSON ({err.msg})", file=where) from None
+    if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
+        raise UploadRejected("needs a string 'file_name'", file=where)
+    if not isinstance(row.get("text"), str):
+        raise UploadRejected("needs a string 'text'", file=where)
+    entry = {"file": row["file_name"], "text": row["text"]}
+    if "conditioning_file_name" in row:
+        if not isinstance(row["conditioning_file_name"], str):
+            raise UploadRejected("'conditioning_file_name' must be a string", file=where)
+        entry["conditioning_file"] = row["conditioning_file_name"]
+    for key in ("file", "conditioning_file"):
+        if key in entry and entry[key] not in present:
+            raise UploadRejected(f"refers to {entry[key]!r}, which is not in the archive", file=where)
+    return entry
+
+
+def _metadata(root: Path, files: list[str]) -> DatasetInfo:
+    present = set(files)
+    lines = (root / METADATA).read_text(encoding="utf-8", errors="replace").splitlines()
+    entries = [_metadata_line(line, n, present) for n, line in enumerate(lines, 1) if line.strip()]
+    if not entries:
+        raise UploadRejected("lists no images", file=METADATA)
+    conditioned = sum("conditioning_file" in e for e in entries)
+    if 0 < conditioned < len(entries):
+        raise UploadRejected("either every line or none has 'conditioning_file_name'", file=METADATA)
+    sizes: Counter = Counter()
+    modes: Counter = Counter()
+    for entry in entries:
+        for key in ("file", "conditioning_file"):
+            if key in entry:
+                _check_image(root, entry[key], sizes, modes)
+    stats = {"conditioning": bool(conditioned), **_size_stats(sizes, modes)}
+    return DatasetInfo("metadata", entries, None, stats)
+
+
+def inspect(root: Path, files: list[str]) -> DatasetInfo:
+    """Validate the files extracted under ``root``; ``UploadRejected`` names the first bad one."""
+    if not files:
+        raise UploadRejected("the archive contains no files")
+    prefix, names = _strip_common_folder(sorted(files))
+    base = root / prefix if prefix else root
+    info = _metadata(base, names) if METADATA in names else _class_folders(base, names)
+    info.stats["root"] = prefix
+    return info

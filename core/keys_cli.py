@@ -1,0 +1,41 @@
+"""``difftune keys …``: create tenants and API keys (mounted into the main CLI as ``keys_app``)."""
+
+from __future__ import annotations
+
+import typer
+
+from core.db import make_engine, make_sessionmaker
+from core.services import api_keys
+from core.settings import SettingsError, load_settings
+
+keys_app = typer.Typer(help="Manage API keys (the database must be migrated: python -m migrations).")
+
+
+def _sessionmaker():
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    return make_sessionmaker(make_engine(settings.database_url))
+
+
+@keys_app.command("create")
+def create(
+    tenant: str = typer.Option(..., "--tenant", help="Tenant name; created when new."),
+    name: str = typer.Option("", "--name", help="A label for the key."),
+) -> None:
+    """Create an API key for TENANT and print it (it is shown only once)."""
+    with _sessionmaker()() as session:
+        key, secret = api_keys.create(session, tenant_name=tenant, name=name)
+    typer.echo(secret)
+    typer.echo(f"created key {key.id} ({key.prefix}…) for tenant {tenant!r}", err=True)
+
+
+@keys_app.command("list")
+def list_keys(tenant: str = typer.Option(..., "--tenant", help="Tenant name.")) -> None:
+    """List a tenant's keys (prefixes only)."""
+    with _sessionmaker()() as session:
+        for key in api_keys.list(session, tenant_name=tenant):
+            state = "revoked" if key.revoked_at else "active"
+            typer.echo(f"{key.id}\t{key.prefix}…\t{key.name}\t{state}\t{key.created_at:%Y-%m-%d}")

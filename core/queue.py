@@ -1,0 +1,40 @@
+"""Enqueue jobs by task name, so the API imports neither the worker nor torch."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from core.settings import Settings
+
+RUN_JOB_TASK = "worker.tasks.run_job"
+GPU_QUEUE = "gpu"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A producer-side Celery app on the configured broker."""
+    app = Celery("difftune", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=GPU_QUEUE,
+        broker_connection_timeout=5,
+        broker_connection_retry_on_startup=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
+
+
+def enqueue_job(app: Celery, job_id: str) -> None:
+    """Send ``run_job(job_id)`` to the ``gpu`` queue; a duplicate delivery is harmless (claims)."""
+    app.send_task(
+        RUN_JOB_TASK,
+        args=[job_id],
+        queue=GPU_QUEUE,
+        retry=True,
+        retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+    )
+
+
+def check_broker(app: Celery) -> None:
+    """Raise unless the broker accepts a connection."""
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=3)

@@ -1,0 +1,1 @@
+"""Service functions: keyword-only, session first, fixed verbs. Only services commit."""

@@ -1,0 +1,112 @@
+"""Datasets: validate an uploaded archive, store it normalised, and keep a row with its stats."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from io import BytesIO
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.datasets import archive, layout, pack
+from core.errors import ConflictError, NotFoundError
+from core.ids import new_id
+from core.services import idempotency
+from core.services.pagination import Page, paginate
+from core.storage import Storage
+from core.storage.layout import dataset_archive_key, dataset_manifest_key, dataset_prefix
+from core.tables import Dataset, Job
+
+SCOPE = "datasets"
+ACTIVE = ("queued", "running", "cancelling")
+
+
+def get(session: Session, *, tenant_id: str, dataset_id: str) -> Dataset:
+    """The tenant's dataset, or ``NotFoundError``."""
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or dataset.tenant_id != tenant_id:
+        raise NotFoundError("dataset", dataset_id)
+    return dataset
+
+
+def list(session: Session, *, tenant_id: str, limit: int = 20, after: str | None = None) -> Page[Dataset]:
+    """The tenant's datasets, newest first."""
+    stmt = select(Dataset).where(Dataset.tenant_id == tenant_id)
+    return paginate(session, stmt, key=Dataset.id, limit=limit, after=after)
+
+
+def _store(
+    storage: Storage, dataset_id: str, stream: BinaryIO, limits: archive.Limits, workdir: Path
+) -> tuple:
+    """Validate ``stream`` and upload the normalised tar and manifest; return (info, tar size)."""
+    with tempfile.TemporaryDirectory(prefix="upload-", dir=workdir) as tmp:
+        root = Path(tmp) / "files"
+        files = archive.extract(stream, root, limits)
+        info = layout.inspect(root, files)
+        out = Path(tmp) / "data.tar"
+        pack.write_tar(root / info.stats["root"], info, out)
+        storage.put_file(dataset_archive_key(dataset_id), out, content_type="application/x-tar")
+        manifest = json.dumps(pack.manifest(info)).encode()
+        storage.put_stream(
+            dataset_manifest_key(dataset_id), BytesIO(manifest), content_type="application/json"
+        )
+        return info, out.stat().st_size
+
+
+def create(
+    session: Session,
+    *,
+    tenant_id: str,
+    name: str,
+    stream: BinaryIO,
+    storage: Storage,
+    limits: archive.Limits,
+    workdir: Path,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+) -> Dataset:
+    """Validate and store an uploaded archive; a rejected upload leaves no row and no objects."""
+    fields = {"tenant_id": tenant_id, "scope": SCOPE, "key": idempotency_key, "fingerprint": fingerprint}
+    if previous := idempotency.get(session, **fields):
+        return get(session, tenant_id=tenant_id, dataset_id=previous)
+    dataset_id = new_id("dataset")
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        info, size = _store(storage, dataset_id, stream, limits, workdir)
+        dataset = Dataset(
+            id=dataset_id,
+            tenant_id=tenant_id,
+            name=name,
+            layout=info.layout,
+            num_images=len(info.entries),
+            num_classes=len(info.classes) if info.classes is not None else None,
+            classes=info.classes,
+            stats=info.stats,
+            size_bytes=size,
+            storage_prefix=dataset_prefix(dataset_id),
+        )
+        session.add(dataset)
+        idempotency.create(session, **fields, resource_id=dataset_id)
+        winner = idempotency.commit(session, **fields)
+    except BaseException:
+        session.rollback()
+        storage.delete_prefix(dataset_prefix(dataset_id))
+        raise
+    if winner:
+        storage.delete_prefix(dataset_prefix(dataset_id))
+        return get(session, tenant_id=tenant_id, dataset_id=winner)
+    return dataset
+
+
+def delete(session: Session, *, tenant_id: str, dataset_id: str, storage: Storage) -> None:
+    """Delete a dataset that no unfinished job uses, then its objects."""
+    dataset = get(session, tenant_id=tenant_id, dataset_id=dataset_id)
+    busy = session.scalar(select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE)).limit(1))
+    if busy:
+        raise ConflictError(f"dataset {dataset_id} is used by unfinished job {busy}")
+    session.delete(dataset)
+    session.commit()
+    storage.delete_prefix(dataset_prefix(dataset_id))

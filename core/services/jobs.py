@@ -1,0 +1,251 @@
+"""Jobs: create and cancel (API); claim, heartbeat, progress and outcome (worker).
+
+Statuses: queued → running → succeeded | failed | cancelled, with cancelling between running and
+cancelled. Every change is a conditional UPDATE, so terminal states never change and a duplicate
+delivery of the same job claims nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.errors import ConflictError, InvalidError, NotFoundError
+from core.hyperparameters import validate_hyperparameters
+from core.ids import new_id
+from core.services import base_models, datasets, idempotency, job_events
+from core.services.pagination import Page, paginate
+from core.tables import Dataset, Job, utcnow
+
+SCOPE = "jobs"
+STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("running", "cancelling")
+DATASET_LAYOUTS = {"dit": "class_folders", "sd": "metadata", "sd-controlnet": "metadata"}
+
+
+def get(session: Session, *, tenant_id: str, job_id: str) -> Job:
+    """The tenant's job, or ``NotFoundError``."""
+    job = session.get(Job, job_id)
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFoundError("job", job_id)
+    return job
+
+
+def list(
+    session: Session, *, tenant_id: str, status: str | None = None, limit: int = 20, after: str | None = None
+) -> Page[Job]:
+    """The tenant's jobs, newest first, optionally of one status."""
+    stmt = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    return paginate(session, stmt, key=Job.id, limit=limit, after=after)
+
+
+def _merge(hyperparameters: dict[str, Any], **top_level: Any) -> dict[str, Any]:
+    """Copy top-level request fields into the hyperparameters; a disagreement names the field."""
+    merged = dict(hyperparameters)
+    for name, value in top_level.items():
+        if value is None:
+            continue
+        if name in merged and merged[name] != value:
+            raise InvalidError.field(f"hyperparameters.{name}", f"conflicts with the top-level {name!r}")
+        merged[name] = value
+    return merged
+
+
+def _check_dataset(dataset: Dataset, family: str, labels: list[int] | None) -> None:
+    wanted = DATASET_LAYOUTS[family]
+    if dataset.layout != wanted:
+        raise InvalidError.field(
+            "dataset", f"a {family} model needs a {wanted} dataset, not {dataset.layout}"
+        )
+    if family == "sd-controlnet" and not dataset.stats.get("conditioning"):
+        raise InvalidError.field("dataset", "sd-controlnet needs conditioning_file_name in metadata.jsonl")
+    if labels and dataset.num_classes is not None:
+        bad = [label for label in labels if not 0 <= label < dataset.num_classes]
+        if bad:
+            raise InvalidError.field("validation_labels", f"{bad} outside 0..{dataset.num_classes - 1}")
+
+
+def _referenced(session: Session, tenant_id: str, kind: str, fetch, **ids: str):
+    """Fetch a resource the request refers to; unknown ids are a 422 naming the field."""
+    try:
+        return fetch(session, tenant_id=tenant_id, **ids)
+    except NotFoundError as err:
+        raise InvalidError.field(kind, str(err)) from None
+
+
+def create(
+    session: Session,
+    *,
+    tenant_id: str,
+    base_model_id: str,
+    dataset_id: str,
+    method: str | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    validation_labels: list[int] | None = None,
+    validation_prompts: list[str] | None = None,
+    seed: int | None = None,
+    metadata: dict[str, str] | None = None,
+    gpus: int = 1,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+) -> Job:
+    """Validate and commit a ``queued`` job (the caller enqueues it afterwards)."""
+    fields = {"tenant_id": tenant_id, "scope": SCOPE, "key": idempotency_key, "fingerprint": fingerprint}
+    if previous := idempotency.get(session, **fields):
+        return get(session, tenant_id=tenant_id, job_id=previous)
+    model = _referenced(session, tenant_id, "base_model", base_models.get, base_model_id=base_model_id)
+    if model.status == "failed":
+        raise InvalidError.field("base_model", f"{model.id} failed its load check: {model.error}")
+    dataset = _referenced(session, tenant_id, "dataset", datasets.get, dataset_id=dataset_id)
+    _check_dataset(dataset, model.family, validation_labels)
+    merged = _merge(hyperparameters or {}, method=method, seed=seed, validation_labels=validation_labels)
+    config = validate_hyperparameters(merged)
+    job = Job(
+        id=new_id("job"),
+        tenant_id=tenant_id,
+        base_model_id=model.id,
+        dataset_id=dataset.id,
+        method=config["method"],
+        status="queued",
+        hyperparameters=config,
+        validation_prompts=validation_prompts,
+        seed=config["seed"],
+        metadata_=metadata or {},
+        resources={"gpus": gpus},
+        total_steps=config["max_steps"],
+    )
+    session.add(job)
+    session.flush()
+    job_events.add(session, job_id=job.id, type="status", message="job queued")
+    idempotency.create(session, **fields, resource_id=job.id)
+    if winner := idempotency.commit(session, **fields):
+        return get(session, tenant_id=tenant_id, job_id=winner)
+    return job
+
+
+def _transition(
+    session: Session, job_id: str, sources: tuple[str, ...], target: str, message: str, *, where=(), **values
+) -> bool:
+    """Move a job from one of ``sources`` to ``target`` and log it; False when it was elsewhere."""
+    if target in TERMINAL:
+        values.setdefault("finished_at", utcnow())
+    stmt = (
+        update(Job).where(Job.id == job_id, Job.status.in_(sources), *where).values(status=target, **values)
+    )
+    changed = session.execute(stmt).rowcount == 1
+    if changed:
+        level = "error" if target == "failed" else "info"
+        job_events.add(session, job_id=job_id, type="status", level=level, message=message)
+    session.commit()
+    return changed
+
+
+def cancel(session: Session, *, tenant_id: str, job_id: str) -> Job:
+    """Cancel a queued job at once, or ask a running one to stop; finished jobs cannot be cancelled."""
+    job = get(session, tenant_id=tenant_id, job_id=job_id)
+    if not _transition(session, job_id, ("queued",), "cancelled", "job cancelled before it started"):
+        _transition(session, job_id, ("running",), "cancelling", "cancellation requested")
+    session.refresh(job)
+    if job.status in ("succeeded", "failed"):
+        raise ConflictError(f"job {job_id} already {job.status}; it cannot be cancelled")
+    return job
+
+
+# --- worker side ------------------------------------------------------------------------------
+
+
+def claim(session: Session, *, job_id: str, worker: str) -> Job | None:
+    """Take a queued job for ``worker``; None when it is not queued (already claimed, cancelled…)."""
+    now = utcnow()
+    values = {"worker": worker, "heartbeat_at": now, "attempts": Job.attempts + 1, "error": None}
+    if not _transition(session, job_id, ("queued",), "running", f"claimed by {worker}", **values):
+        return None
+    session.execute(update(Job).where(Job.id == job_id, Job.started_at.is_(None)).values(started_at=now))
+    session.commit()
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def heartbeat(session: Session, *, job_id: str) -> str | None:
+    """Prove the worker is alive; return the job's status (``cancelling`` means stop)."""
+    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE)).values(heartbeat_at=utcnow()))
+    session.commit()
+    return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def update_progress(
+    session: Session,
+    *,
+    job_id: str,
+    step: int,
+    total_steps: int | None = None,
+    eta_seconds: float | None = None,
+    metrics: dict[str, Any] | None = None,
+    message: str | None = None,
+) -> str | None:
+    """Record progress (and a heartbeat), optionally with an event; return the job's status."""
+    now = utcnow()
+    values: dict[str, Any] = {"step": step, "heartbeat_at": now}
+    if total_steps is not None:
+        values["total_steps"] = total_steps
+    if eta_seconds is not None:
+        values["eta_at"] = now + timedelta(seconds=eta_seconds)
+    if metrics is not None:
+        values["metrics"] = metrics
+    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE)).values(**values))
+    if message:
+        job_events.add(
+            session, job_id=job_id, type="progress", message=message, data={"step": step, **(metrics or {})}
+        )
+    session.commit()
+    return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def mark_succeeded(session: Session, *, job_id: str, metrics: dict[str, Any] | None = None) -> bool:
+    """The run finished; False when the job had already ended."""
+    values = {"metrics": metrics} if metrics is not None else {}
+    return _transition(session, job_id, ACTIVE, "succeeded", "job succeeded", eta_at=None, **values)
+
+
+def mark_failed(session: Session, *, job_id: str, error: str) -> bool:
+    """The run failed with ``error`` (shown to the user); False when the job had already ended."""
+    sources = ("queued", *ACTIVE)
+    return _transition(session, job_id, sources, "failed", f"job failed: {error}", error=error, eta_at=None)
+
+
+def mark_cancelled(session: Session, *, job_id: str) -> bool:
+    """The run stopped on request (its last checkpoint is kept); False when it had already ended."""
+    return _transition(session, job_id, ("queued", *ACTIVE), "cancelled", "job cancelled", eta_at=None)
+
+
+def requeue_stale(session: Session, *, older_than: timedelta, max_attempts: int = 3) -> list[str]:
+    """Requeue jobs whose worker stopped heartbeating; return the ids to enqueue again.
+
+    A stale ``cancelling`` job becomes ``cancelled``; one that has used ``max_attempts`` fails.
+    """
+    cutoff = utcnow() - older_than
+    stale = session.execute(
+        select(Job.id, Job.status, Job.attempts).where(Job.status.in_(ACTIVE), Job.heartbeat_at < cutoff)
+    ).all()
+    requeued = []
+    for job_id, status, attempts in stale:
+        if status == "cancelling":
+            mark_cancelled(session, job_id=job_id)
+        elif attempts >= max_attempts:
+            mark_failed(session, job_id=job_id, error=f"worker lost {attempts} times; giving up")
+        elif _transition(
+            session,
+            job_id,
+            ("running",),
+            "queued",
+            "worker lost; job requeued",
+            where=(Job.heartbeat_at < cutoff,),
+            worker=None,
+        ):
+            requeued.append(job_id)
+    return requeued

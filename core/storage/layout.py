@@ -1,0 +1,33 @@
+"""Fixed storage keys (DESIGN.md section 4), so a rerun overwrites rather than duplicates."""
+
+from __future__ import annotations
+
+
+def dataset_prefix(dataset_id: str) -> str:
+    """Everything stored for a dataset."""
+    return f"datasets/{dataset_id}/"
+
+
+def dataset_archive_key(dataset_id: str) -> str:
+    """The normalised dataset: an uncompressed tar of the validated files."""
+    return f"datasets/{dataset_id}/data.tar"
+
+
+def dataset_manifest_key(dataset_id: str) -> str:
+    """The dataset's manifest: layout, classes and one entry per image."""
+    return f"datasets/{dataset_id}/manifest.json"
+
+
+def job_prefix(job_id: str) -> str:
+    """Everything a job publishes."""
+    return f"jobs/{job_id}/"
+
+
+def checkpoint_prefix(job_id: str, step: int) -> str:
+    """The diffusers folder of the checkpoint at ``step``."""
+    return f"jobs/{job_id}/checkpoints/step_{step:07d}/"
+
+
+def sample_key(job_id: str, step: int) -> str:
+    """The sample grid drawn at ``step``."""
+    return f"jobs/{job_id}/samples/step_{step:07d}.png"

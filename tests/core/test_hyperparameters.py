@@ -1,0 +1,46 @@
+"""Hyperparameters are validated against the committed TrainConfig schema, without torch."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import InvalidError
+from core.hyperparameters import validate_hyperparameters
+from models.config import TrainConfig
+
+
+def test_defaults_match_the_library():
+    assert validate_hyperparameters({}) == TrainConfig().model_dump(mode="json")
+
+
+def test_given_values_are_kept_and_nested_defaults_filled():
+    config = validate_hyperparameters({"max_steps": 10, "bank": {"size": 8}})
+    assert config["max_steps"] == 10 and config["bank"]["size"] == 8
+    assert config["bank"]["sampler"] == "ddim"
+    assert TrainConfig.model_validate(config).max_steps == 10
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"bank_share": 1.5}, "hyperparameters.bank_share"),
+        ({"learning_rate": "fast"}, "hyperparameters.learning_rate"),
+        ({"method": "magic"}, "hyperparameters.method"),
+        ({"bank": {"size": 0}}, "hyperparameters.bank.size"),
+        ({"no_such_knob": 1}, "hyperparameters.no_such_knob"),
+    ],
+)
+def test_errors_name_the_field(data, field):
+    with pytest.raises(InvalidError) as err:
+        validate_hyperparameters(data)
+    assert [e["field"] for e in err.value.errors] == [field]
+    assert field in err.value.detail
+
+
+def test_every_bad_field_is_reported():
+    with pytest.raises(InvalidError) as err:
+        validate_hyperparameters({"bank_share": -1, "max_steps": 0})
+    assert {e["field"] for e in err.value.errors} == {
+        "hyperparameters.bank_share",
+        "hyperparameters.max_steps",
+    }
