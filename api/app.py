@@ -1,0 +1,68 @@
+"""``create_app(settings)``: the FastAPI application and its shared state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import problems
+from api.routes import base_models, datasets, files, health, jobs
+from api.uploads import ContentLengthLimit
+from core.db import make_engine, make_sessionmaker
+from core.queue import make_celery
+from core.services import api_keys
+from core.settings import Settings
+from core.storage import make_storage
+
+log = logging.getLogger(__name__)
+MULTIPART_OVERHEAD = 64 * 1024  # boundary and form fields around an uploaded archive
+
+
+def bootstrap(app: FastAPI) -> None:
+    """Ensure the configured bootstrap tenant and key exist; print a generated key once."""
+    settings: Settings = app.state.settings
+    if not settings.bootstrap_tenant:
+        return
+    secret = settings.bootstrap_api_key.get_secret_value() if settings.bootstrap_api_key else None
+    with app.state.sessionmaker() as session:
+        if secret is None and api_keys.list(session, tenant_name=settings.bootstrap_tenant):
+            return
+        _, secret_out = api_keys.create(
+            session, tenant_name=settings.bootstrap_tenant, name="bootstrap", secret=secret
+        )
+    if secret is None:
+        print(f"difftune: API key for tenant {settings.bootstrap_tenant!r}: {secret_out}", flush=True)
+
+
+def create_app(settings: Settings, *, poll_seconds: float = 1.0) -> FastAPI:
+    """The API for ``settings``; the database must already be migrated (``python -m migrations``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bootstrap(app)
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Diff-Tuning fine-tuning service",
+        version="1",
+        summary="Upload a dataset, register a base model, start a Diff-Tuning job, download checkpoints.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.database_url)
+    app.state.sessionmaker = make_sessionmaker(app.state.engine)
+    app.state.storage = make_storage(settings)
+    app.state.celery = make_celery(settings)
+    app.state.poll_seconds = poll_seconds
+    problems.install(app)
+    app.include_router(health.router)
+    upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
+    app.add_middleware(ContentLengthLimit, path=datasets.router.prefix, max_bytes=upload_limit)
+    app.include_router(datasets.router, max_body_size=upload_limit)
+    for module in (base_models, jobs, files):
+        app.include_router(module.router)
+    return app

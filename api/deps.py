@@ -1,0 +1,86 @@
+"""Request dependencies as ``Annotated`` aliases: session, current tenant, storage, settings, paging."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Header, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from api.problems import Unauthorized
+from core.services import api_keys
+from core.settings import Settings
+from core.storage import Storage
+from core.tables import Tenant
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer dtk_…`")
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request; services commit."""
+    with request.app.state.sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_tenant(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Tenant:
+    """The tenant that owns the bearer key."""
+    if credentials is None:
+        raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+    tenant = api_keys.authenticate(session, secret=credentials.credentials)
+    if tenant is None:
+        raise Unauthorized("unknown or revoked API key")
+    return tenant
+
+
+CurrentTenant = Annotated[Tenant, Depends(get_tenant)]
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    return request.app.state.settings
+
+
+def get_storage(request: Request) -> Storage:
+    """The app's object store."""
+    return request.app.state.storage
+
+
+def get_celery(request: Request) -> Celery:
+    """The producer-side Celery app."""
+    return request.app.state.celery
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=200, description="Retry-safe POST key.")
+]
+
+
+@dataclass
+class PageParams:
+    """``limit`` and ``after`` of a list request."""
+
+    limit: int
+    after: str | None
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
+    after: Annotated[str | None, Query(max_length=64, description="Id of the last item seen.")] = None,
+) -> PageParams:
+    """Cursor pagination parameters."""
+    return PageParams(limit, after)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]

@@ -1,0 +1,38 @@
+"""``/v1/base-models``: register, list, get."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import CurrentTenant, IdempotencyKey, PageDep, SessionDep
+from api.schemas import BaseModelCreate, BaseModelOut, ListResponse
+from core.services import base_models, idempotency
+
+router = APIRouter(prefix="/v1/base-models", tags=["base models"])
+
+
+@router.post("", status_code=201, summary="Register a base model (diffusers format)")
+def create_base_model(
+    session: SessionDep, tenant: CurrentTenant, body: BaseModelCreate, idempotency_key: IdempotencyKey = None
+) -> BaseModelOut:
+    model = base_models.create(
+        session,
+        tenant_id=tenant.id,
+        name=body.name,
+        family=body.family,
+        location=body.location.model_dump(exclude_none=True),
+        idempotency_key=idempotency_key,
+        fingerprint=idempotency.request_hash(body.model_dump(mode="json")),
+    )
+    return BaseModelOut.of(model)
+
+
+@router.get("", summary="List base models")
+def list_base_models(session: SessionDep, tenant: CurrentTenant, page: PageDep) -> ListResponse[BaseModelOut]:
+    result = base_models.list(session, tenant_id=tenant.id, limit=page.limit, after=page.after)
+    return ListResponse(data=[BaseModelOut.of(m) for m in result.data], has_more=result.has_more)
+
+
+@router.get("/{base_model_id}", summary="Get a base model")
+def get_base_model(session: SessionDep, tenant: CurrentTenant, base_model_id: str) -> BaseModelOut:
+    return BaseModelOut.of(base_models.get(session, tenant_id=tenant.id, base_model_id=base_model_id))

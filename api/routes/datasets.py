@@ -1,0 +1,73 @@
+"""``/v1/datasets``: upload (zip or tar), list, get, delete."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, BinaryIO
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from api.deps import CurrentTenant, IdempotencyKey, PageDep, SessionDep, SettingsDep, StorageDep
+from api.schemas import DatasetOut, ListResponse
+from core.datasets.archive import Limits
+from core.errors import UploadRejected
+from core.services import datasets
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+def _fingerprint(stream: BinaryIO, name: str) -> str:
+    digest = hashlib.sha256(name.encode() + b"\0")
+    while chunk := stream.read(1024 * 1024):
+        digest.update(chunk)
+    stream.seek(0)
+    return digest.hexdigest()
+
+
+@router.post("", status_code=201, summary="Upload a dataset archive")
+def create_dataset(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    settings: SettingsDep,
+    storage: StorageDep,
+    file: Annotated[UploadFile, File(description="A zip or tar: class folders, or images + metadata.jsonl.")],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> DatasetOut:
+    filename = file.filename or "upload"
+    if file.size is not None and file.size > settings.max_upload_bytes:
+        raise UploadRejected(
+            f"is larger than {settings.max_upload_bytes} bytes", file=filename, too_large=True
+        )
+    limits = Limits(settings.max_upload_files, settings.max_extracted_bytes, settings.max_decompression_ratio)
+    dataset = datasets.create(
+        session,
+        tenant_id=tenant.id,
+        name=name or filename,
+        stream=file.file,
+        storage=storage,
+        limits=limits,
+        workdir=settings.cache_dir / "uploads",
+        idempotency_key=idempotency_key,
+        fingerprint=_fingerprint(file.file, name or filename) if idempotency_key else "",
+    )
+    return DatasetOut.of(dataset)
+
+
+@router.get("", summary="List datasets")
+def list_datasets(session: SessionDep, tenant: CurrentTenant, page: PageDep) -> ListResponse[DatasetOut]:
+    result = datasets.list(session, tenant_id=tenant.id, limit=page.limit, after=page.after)
+    return ListResponse(data=[DatasetOut.of(d) for d in result.data], has_more=result.has_more)
+
+
+@router.get("/{dataset_id}", summary="Get a dataset")
+def get_dataset(session: SessionDep, tenant: CurrentTenant, dataset_id: str) -> DatasetOut:
+    return DatasetOut.of(datasets.get(session, tenant_id=tenant.id, dataset_id=dataset_id))
+
+
+@router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset and its files")
+def delete_dataset(
+    session: SessionDep, tenant: CurrentTenant, storage: StorageDep, dataset_id: str
+) -> Response:
+    datasets.delete(session, tenant_id=tenant.id, dataset_id=dataset_id, storage=storage)
+    return Response(status_code=204)

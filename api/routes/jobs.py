@@ -1,0 +1,157 @@
+"""``/v1/jobs``: create, list, get, cancel, events (list or SSE), checkpoints, samples."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.deps import CeleryDep, CurrentTenant, IdempotencyKey, PageDep, SessionDep, SettingsDep, StorageDep
+from api.problems import problem
+from api.schemas import CheckpointOut, EventOut, FileLink, JobCreate, JobOut, ListResponse, SampleOut
+from api.sse import event_out, stream_events
+from core.errors import InvalidError
+from core.queue import enqueue_job
+from core.services import idempotency, job_events, jobs, outputs
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+Status = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+
+
+@router.post("", status_code=201, summary="Start a tuning job", response_model=JobOut)
+def create_job(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    celery: CeleryDep,
+    body: JobCreate,
+    idempotency_key: IdempotencyKey = None,
+):
+    job = jobs.create(
+        session,
+        tenant_id=tenant.id,
+        base_model_id=body.base_model,
+        dataset_id=body.dataset,
+        method=body.method,
+        hyperparameters=body.hyperparameters,
+        validation_labels=body.validation_labels,
+        validation_prompts=body.validation_prompts,
+        seed=body.seed,
+        metadata=body.metadata,
+        gpus=body.resources.gpus,
+        idempotency_key=idempotency_key,
+        fingerprint=idempotency.request_hash(body.model_dump(mode="json")),
+    )
+    if job.status == "queued":  # also on a replay: a lost message is harmless to resend (claims)
+        try:
+            enqueue_job(celery, job.id)
+        except Exception as err:  # noqa: BLE001 - any broker failure
+            log.error("enqueue of %s failed: %s", job.id, err)
+            jobs.mark_failed(session, job_id=job.id, error=f"could not be enqueued: {err}")
+            return problem(503, f"job {job.id} could not be enqueued: the broker is unavailable", job=job.id)
+    return JobOut.of(job)
+
+
+@router.get("", summary="List jobs, newest first")
+def list_jobs(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    page: PageDep,
+    status: Annotated[Status | None, Query()] = None,
+) -> ListResponse[JobOut]:
+    result = jobs.list(session, tenant_id=tenant.id, status=status, limit=page.limit, after=page.after)
+    return ListResponse(data=[JobOut.of(j) for j in result.data], has_more=result.has_more)
+
+
+@router.get("/{job_id}", summary="Get a job: status, progress, ETA, metrics, error")
+def get_job(session: SessionDep, tenant: CurrentTenant, job_id: str) -> JobOut:
+    return JobOut.of(jobs.get(session, tenant_id=tenant.id, job_id=job_id))
+
+
+@router.post("/{job_id}/cancel", summary="Cancel a job")
+def cancel_job(session: SessionDep, tenant: CurrentTenant, job_id: str) -> JobOut:
+    return JobOut.of(jobs.cancel(session, tenant_id=tenant.id, job_id=job_id))
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="A job's events, oldest first; ?stream=true or Accept: text/event-stream for SSE",
+    response_model=ListResponse[EventOut],
+)
+def list_events(
+    request: Request,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    settings: SettingsDep,
+    job_id: str,
+    page: PageDep,
+    stream: bool = False,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+):
+    jobs.get(session, tenant_id=tenant.id, job_id=job_id)
+    cursor = last_event_id or page.after
+    after = job_events.parse_id(cursor) if cursor else None
+    if cursor and after is None:
+        raise InvalidError.field("after", "must be an event id such as evt_12")
+    if stream or "text/event-stream" in request.headers.get("accept", ""):
+        frames = stream_events(request, job_id, after, request.app.state.poll_seconds)
+        return StreamingResponse(
+            frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+    result = job_events.list(session, job_id=job_id, limit=page.limit, after=after)
+    return JSONResponse(
+        ListResponse(data=[event_out(e) for e in result.data], has_more=result.has_more).model_dump(
+            mode="json"
+        )
+    )
+
+
+@router.get("/{job_id}/checkpoints", summary="A job's checkpoints with download URLs")
+def list_checkpoints(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    storage: StorageDep,
+    settings: SettingsDep,
+    job_id: str,
+    page: PageDep,
+) -> ListResponse[CheckpointOut]:
+    jobs.get(session, tenant_id=tenant.id, job_id=job_id)
+    result = outputs.list_checkpoints(session, job_id=job_id, limit=page.limit, after=page.after)
+    ttl = settings.download_url_ttl
+
+    def files(prefix: str) -> list[FileLink]:
+        return [
+            FileLink(path=k[len(prefix) :], url=storage.url_for(k, expires_in=ttl))
+            for k in storage.list(prefix)
+        ]
+
+    data = [
+        CheckpointOut(
+            id=c.id, step=c.step, metrics=c.metrics, created_at=c.created_at, files=files(c.storage_prefix)
+        )
+        for c in result.data
+    ]
+    return ListResponse(data=data, has_more=result.has_more)
+
+
+@router.get("/{job_id}/samples", summary="A job's sample grids with download URLs")
+def list_samples(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    storage: StorageDep,
+    settings: SettingsDep,
+    job_id: str,
+    page: PageDep,
+) -> ListResponse[SampleOut]:
+    jobs.get(session, tenant_id=tenant.id, job_id=job_id)
+    result = outputs.list_samples(session, job_id=job_id, limit=page.limit, after=page.after)
+    ttl = settings.download_url_ttl
+    data = [
+        SampleOut(
+            id=s.id, step=s.step, created_at=s.created_at, url=storage.url_for(s.storage_key, expires_in=ttl)
+        )
+        for s in result.data
+    ]
+    return ListResponse(data=data, has_more=result.has_more)

@@ -1,0 +1,186 @@
+"""Request and response bodies (shaped after the OpenAI fine-tuning API)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.tables import utcnow
+
+T = TypeVar("T")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListResponse(BaseModel, Generic[T]):
+    """One page of a list; pass the last ``id`` as ``after`` to get the next."""
+
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+
+class DatasetOut(BaseModel):
+    id: str
+    object: Literal["dataset"] = "dataset"
+    name: str
+    layout: Literal["class_folders", "metadata"]
+    num_images: int
+    num_classes: int | None
+    classes: list[str] | None
+    stats: dict[str, Any]
+    size_bytes: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row) -> DatasetOut:
+        return cls.model_validate(row, from_attributes=True)
+
+
+# --- base models ------------------------------------------------------------------------------
+
+
+class S3Location(_Request):
+    kind: Literal["s3"]
+    uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$", description="s3://bucket/prefix of a diffusers folder.")
+
+
+class LocalLocation(_Request):
+    kind: Literal["local"]
+    path: str = Field(pattern=r"^/", description="Absolute path of a diffusers folder on the workers.")
+
+
+class HubLocation(_Request):
+    kind: Literal["hub"]
+    repo_id: str = Field(pattern=r"^[\w.-]+(/[\w.-]+)?$", description="Hugging Face hub id (needs network).")
+    revision: str | None = None
+
+
+Location = Annotated[S3Location | LocalLocation | HubLocation, Field(discriminator="kind")]
+
+
+class BaseModelCreate(_Request):
+    name: str = Field(min_length=1, max_length=200)
+    family: Literal["dit", "sd", "sd-controlnet"]
+    location: Location
+
+
+class BaseModelOut(BaseModel):
+    id: str
+    object: Literal["base_model"] = "base_model"
+    name: str
+    family: str
+    location: dict[str, Any]
+    status: Literal["pending", "ready", "failed"]
+    error: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row) -> BaseModelOut:
+        return cls.model_validate(row, from_attributes=True)
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+class Resources(_Request):
+    gpus: int = Field(1, ge=1, le=8, description="GPUs on one host; more than one runs under torchrun.")
+
+
+class JobCreate(_Request):
+    base_model: str = Field(description="Id of a registered base model (`bm_…`).")
+    dataset: str = Field(description="Id of an uploaded dataset (`ds_…`).")
+    method: Literal["difftune", "standard"] | None = Field(None, description="Defaults to `difftune`.")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="Fields of the library's TrainConfig."
+    )
+    validation_labels: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=64)
+    validation_prompts: list[Annotated[str, Field(max_length=1000)]] | None = Field(None, max_length=64)
+    seed: int | None = None
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("metadata")
+    @classmethod
+    def _few_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 16:
+            raise ValueError("at most 16 keys")
+        return value
+
+
+class Progress(BaseModel):
+    step: int
+    total_steps: int | None
+    eta_seconds: float | None
+    estimated_finish: datetime | None
+
+
+class JobOut(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+    base_model: str | None
+    dataset: str | None
+    method: str
+    hyperparameters: dict[str, Any]
+    validation_prompts: list[str] | None
+    seed: int
+    metadata: dict[str, Any]
+    resources: dict[str, Any]
+    progress: Progress
+    metrics: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+    @classmethod
+    def of(cls, row) -> JobOut:
+        eta = max(0.0, (row.eta_at - utcnow()).total_seconds()) if row.eta_at else None
+        progress = Progress(
+            step=row.step, total_steps=row.total_steps, eta_seconds=eta, estimated_finish=row.eta_at
+        )
+        fields = {name: getattr(row, name) for name in cls.model_fields if hasattr(row, name)}
+        fields.update(base_model=row.base_model_id, dataset=row.dataset_id, metadata=row.metadata_)
+        return cls(**fields, progress=progress)
+
+
+class EventOut(BaseModel):
+    id: str
+    object: Literal["job.event"] = "job.event"
+    created_at: datetime
+    level: str
+    type: str
+    message: str
+    data: dict[str, Any] | None
+
+
+class FileLink(BaseModel):
+    path: str
+    url: str
+
+
+class CheckpointOut(BaseModel):
+    id: str
+    object: Literal["job.checkpoint"] = "job.checkpoint"
+    step: int
+    metrics: dict[str, Any] | None
+    created_at: datetime
+    files: list[FileLink] = Field(description="Every file of the diffusers folder, with a download URL.")
+
+
+class SampleOut(BaseModel):
+    id: str
+    object: Literal["job.sample"] = "job.sample"
+    step: int
+    created_at: datetime
+    url: str

@@ -1,0 +1,150 @@
+"""Job lifecycle on PostgreSQL: claim once, progress, cancel, terminal states, stale requeue."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from core.errors import ConflictError, InvalidError, NotFoundError
+from core.services import base_models, job_events, jobs, outputs, tenants
+from core.tables import Dataset, Job, utcnow
+
+
+@pytest.fixture
+def tenant(db):
+    return tenants.create(db, name="acme")
+
+
+@pytest.fixture
+def job(db, tenant):
+    model = base_models.create(
+        db, tenant_id=tenant.id, name="dit", family="dit", location={"kind": "local", "path": "/m"}
+    )
+    dataset = Dataset(
+        id="ds_1",
+        tenant_id=tenant.id,
+        name="d",
+        layout="class_folders",
+        num_images=4,
+        num_classes=2,
+        classes=["a", "b"],
+        stats={},
+        size_bytes=1,
+        storage_prefix="datasets/ds_1/",
+    )
+    db.add(dataset)
+    db.commit()
+    return jobs.create(
+        db, tenant_id=tenant.id, base_model_id=model.id, dataset_id="ds_1", hyperparameters={"max_steps": 5}
+    )
+
+
+def statuses(db, job_id):
+    return [e.message for e in job_events.list(db, job_id=job_id, limit=100).data]
+
+
+def test_create_fills_defaults_and_queues(job):
+    assert job.id.startswith("job_") and job.status == "queued"
+    assert job.method == "difftune" and job.total_steps == 5 and job.hyperparameters["bank_share"] == 0.2
+
+
+def test_create_checks_labels_against_dataset_classes(db, job):
+    with pytest.raises(InvalidError) as err:
+        jobs.create(
+            db,
+            tenant_id=job.tenant_id,
+            base_model_id=job.base_model_id,
+            dataset_id="ds_1",
+            validation_labels=[0, 5],
+        )
+    assert err.value.errors[0]["field"] == "validation_labels"
+
+
+def test_claim_happens_once(db, job):
+    claimed = jobs.claim(db, job_id=job.id, worker="w1")
+    assert claimed.status == "running" and claimed.attempts == 1 and claimed.heartbeat_at is not None
+    assert jobs.claim(db, job_id=job.id, worker="w2") is None
+    assert db.get(Job, job.id, populate_existing=True).worker == "w1"
+
+
+def test_progress_and_success(db, job):
+    jobs.claim(db, job_id=job.id, worker="w1")
+    status = jobs.update_progress(
+        db, job_id=job.id, step=3, eta_seconds=20, metrics={"loss": 0.5}, message="step 3"
+    )
+    assert status == "running"
+    row = db.get(Job, job.id, populate_existing=True)
+    assert (row.step, row.metrics) == (3, {"loss": 0.5}) and row.eta_at > utcnow()
+    assert jobs.mark_succeeded(db, job_id=job.id)
+    assert statuses(db, job.id) == ["job queued", "claimed by w1", "step 3", "job succeeded"]
+
+
+def test_terminal_states_never_change(db, job):
+    jobs.claim(db, job_id=job.id, worker="w1")
+    assert jobs.mark_failed(db, job_id=job.id, error="CUDA out of memory")
+    assert not jobs.mark_succeeded(db, job_id=job.id)
+    assert not jobs.mark_cancelled(db, job_id=job.id)
+    assert jobs.update_progress(db, job_id=job.id, step=4) == "failed"
+    with pytest.raises(ConflictError):
+        jobs.cancel(db, tenant_id=job.tenant_id, job_id=job.id)
+    row = db.get(Job, job.id, populate_existing=True)
+    assert (row.status, row.error, row.step) == ("failed", "CUDA out of memory", 0)
+
+
+def test_cancel_queued_job_is_immediate_and_blocks_claims(db, job):
+    assert jobs.cancel(db, tenant_id=job.tenant_id, job_id=job.id).status == "cancelled"
+    assert jobs.claim(db, job_id=job.id, worker="w1") is None
+
+
+def test_cancel_running_job_asks_the_worker(db, job):
+    jobs.claim(db, job_id=job.id, worker="w1")
+    assert jobs.cancel(db, tenant_id=job.tenant_id, job_id=job.id).status == "cancelling"
+    assert jobs.heartbeat(db, job_id=job.id) == "cancelling"
+    assert jobs.mark_cancelled(db, job_id=job.id)
+    assert jobs.cancel(db, tenant_id=job.tenant_id, job_id=job.id).status == "cancelled"
+
+
+def test_other_tenant_cannot_see_the_job(db, job):
+    other = tenants.create(db, name="globex")
+    with pytest.raises(NotFoundError):
+        jobs.get(db, tenant_id=other.id, job_id=job.id)
+
+
+def _age_heartbeat(db, job_id, minutes):
+    db.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(minutes=minutes)))
+    db.commit()
+
+
+def test_requeue_stale_requeues_then_gives_up(db, job):
+    jobs.claim(db, job_id=job.id, worker="w1")
+    assert jobs.requeue_stale(db, older_than=timedelta(minutes=5)) == []  # fresh heartbeat
+    _age_heartbeat(db, job.id, 10)
+    assert jobs.requeue_stale(db, older_than=timedelta(minutes=5), max_attempts=2) == [job.id]
+    assert jobs.claim(db, job_id=job.id, worker="w2").attempts == 2
+    _age_heartbeat(db, job.id, 10)
+    assert jobs.requeue_stale(db, older_than=timedelta(minutes=5), max_attempts=2) == []
+    row = db.get(Job, job.id, populate_existing=True)
+    assert row.status == "failed" and "worker lost 2 times" in row.error
+
+
+def test_stale_cancelling_job_ends_cancelled(db, job):
+    jobs.claim(db, job_id=job.id, worker="w1")
+    jobs.cancel(db, tenant_id=job.tenant_id, job_id=job.id)
+    _age_heartbeat(db, job.id, 10)
+    assert jobs.requeue_stale(db, older_than=timedelta(minutes=5)) == []
+    assert db.get(Job, job.id, populate_existing=True).status == "cancelled"
+
+
+def test_outputs_are_recorded_once_per_step(db, job):
+    outputs.create_checkpoint(db, job_id=job.id, step=100, metrics={"loss": 1.0})
+    again = outputs.create_checkpoint(db, job_id=job.id, step=100, metrics={"loss": 0.9})
+    outputs.create_sample(db, job_id=job.id, step=100)
+    checkpoints = outputs.list_checkpoints(db, job_id=job.id).data
+    assert [(c.id, c.metrics) for c in checkpoints] == [(again.id, {"loss": 0.9})]
+    assert checkpoints[0].storage_prefix == f"jobs/{job.id}/checkpoints/step_0000100/"
+    assert (
+        outputs.list_samples(db, job_id=job.id).data[0].storage_key
+        == f"jobs/{job.id}/samples/step_0000100.png"
+    )
