@@ -26,7 +26,7 @@ def bootstrap(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     if not settings.bootstrap_tenant:
         return
-    secret = settings.bootstrap_api_key.get_secret_value() if settings.bootstrap_api_key else None
+    secret = (settings.bootstrap_api_key.get_secret_value() if settings.bootstrap_api_key else "") or None
     with app.state.sessionmaker() as session:
         if secret is None and api_keys.list(session, tenant_name=settings.bootstrap_tenant):
             return
