@@ -40,7 +40,7 @@ def list(session: Session, *, tenant_id: str, limit: int = 20, after: str | None
 
 def _store(
     storage: Storage, dataset_id: str, stream: BinaryIO, limits: archive.Limits, workdir: Path
-) -> tuple:
+) -> tuple[layout.DatasetInfo, int]:
     """Validate ``stream`` and upload the normalised tar and manifest; return (info, tar size)."""
     with tempfile.TemporaryDirectory(prefix="upload-", dir=workdir) as tmp:
         root = Path(tmp) / "files"
