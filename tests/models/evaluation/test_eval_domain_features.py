@@ -32,6 +32,15 @@ def _quadrant_images(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, t
     return images, labels
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These nets are tiny: one intra-op thread is as fast here and immune to a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def digits() -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's bundled 8x8 digits (offline), upscaled to 16x16 RGB in [0, 1]."""
