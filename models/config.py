@@ -81,6 +81,9 @@ class TrainConfig(_Strict):
     batch_size: int = Field(32, ge=1, description="Global batch size (split over DDP ranks).")
     max_steps: int = Field(24000, ge=1)
     ema_decay: float = Field(0.9999, ge=0.0, le=1.0)
+    ema_warmup: bool = Field(
+        False, description="Use decay min(ema_decay, (1+n)/(10+n)) so short runs average usefully."
+    )
     label_dropout: float = Field(0.1, ge=0.0, le=1.0, description="CFG label-drop rate of target rows.")
     random_flip: bool = Field(True, description="Random horizontal flips of target images.")
     upscale_small_images: bool = Field(

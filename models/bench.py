@@ -1,0 +1,158 @@
+"""Throughput benchmarks with random weights: training steps and knowledge-bank generation.
+
+Training throughput runs the real Trainer on synthetic cached latents (training in this library
+always reads VAE latents from a cache, so the VAE is not part of a step). Figures are printed as
+JSON by ``difftune bench``; nothing here is a timed test.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DiTTransformer2DModel
+from torch.utils.flop_counter import FlopCounterMode
+
+from models.bank import KnowledgeBank
+from models.config import parse_config
+from models.families.dit import DiTFamily
+from models.latents import LatentSet
+from models.tiny import ddpm_scheduler, tiny_vae
+
+# depth, hidden size, heads (DiT paper, Table 1); patch size from the name.
+DIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "DiT-S": (12, 384, 6), "DiT-B": (12, 768, 12), "DiT-L": (24, 1024, 16), "DiT-XL": (28, 1152, 16),
+    "DiT-tiny": (2, 64, 2),
+}
+
+# Dense bf16 tensor-core peaks (FLOP/s) used for MFU.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
+
+
+def build_dit(name: str, resolution: int, *, num_classes: int = 1000, learned_sigma: bool = True) -> DiTTransformer2DModel:
+    """A randomly initialised DiT like ``DiT-XL/2`` for ``resolution`` px (latents at resolution/8)."""
+    try:
+        size, patch = name.split("/")
+        depth, hidden, heads = DIT_SIZES[size]
+        patch = int(patch)
+    except (ValueError, KeyError):
+        raise ValueError(f"model: unknown DiT {name!r}; choose from "
+                         f"{', '.join(f'{k}/2' for k in DIT_SIZES)}") from None
+    if resolution % 8:
+        raise ValueError("resolution: must be a multiple of 8 (the SD VAE downsamples by 8)")
+    return DiTTransformer2DModel(num_attention_heads=heads, attention_head_dim=hidden // heads, in_channels=4,
+                                 out_channels=8 if learned_sigma else 4, num_layers=depth,
+                                 sample_size=resolution // 8, patch_size=patch, num_embeds_ada_norm=num_classes)
+
+
+def peak_flops(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class BenchSetup:
+    """What one throughput measurement runs."""
+
+    model: str = "DiT-XL/2"
+    resolution: int = 256
+    method: str = "difftune"
+    batch: int = 32
+    compile: bool = False
+    gradient_checkpointing: bool = False
+    peft: str = "full"
+    steps: int = 20
+    warmup: int = 5
+    device: str = "cuda"
+
+
+def _synthetic_family(setup: BenchSetup, *, tuned: bool = True) -> tuple[DiTFamily, LatentSet, KnowledgeBank]:
+    """A random DiT family (a 1000-class target when ``tuned``) with random cached latents and bank."""
+    torch.manual_seed(0)
+    transformer = build_dit(setup.model, setup.resolution)
+    family = DiTFamily(transformer, tiny_vae(), dict(ddpm_scheduler().config), device=setup.device)
+    if tuned:
+        family.setup_labels([str(i) for i in range(1000)])
+    n, size = 256, setup.resolution // 8
+    latents = LatentSet(mean=torch.randn(n, 2, 4, size, size), std=torch.full((n, 2, 4, size, size), 0.05),
+                        labels=torch.randint(0, 1000, (n,)))
+    bank = KnowledgeBank(latents=torch.randn(n, 4, size, size), conditions=torch.randint(0, 1000, (n,)))
+    return family, latents, bank
+
+
+def train_flops_per_image(trainer) -> float:
+    """FLOPs of one forward + backward pass per image, counted by torch's FlopCounterMode."""
+    latents, t, cond = trainer.next_batch()
+    latents, t = latents.to(trainer.device), t.to(trainer.device)
+    with FlopCounterMode(display=False) as counter:
+        out = trainer.family.predict(trainer.module, latents, t, cond)
+        out.float().pow(2).mean().backward()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / latents.shape[0]
+
+
+def bench_training(setup: BenchSetup, tmp: Path) -> dict[str, Any]:
+    """images/s, step time, peak memory and MFU of the real training step."""
+    from models.trainer import Trainer
+
+    family, latents, bank = _synthetic_family(setup)
+    config = parse_config({"method": setup.method, "batch_size": setup.batch, "compile": setup.compile,
+                           "gradient_checkpointing": setup.gradient_checkpointing, "peft": setup.peft,
+                           "resolution": setup.resolution, "max_steps": 10**9})
+    trainer = Trainer(family, config, latents, bank if config.uses_bank else None, tmp)
+    flops = train_flops_per_image(trainer)
+    for _ in range(setup.warmup):
+        trainer.train_step()
+    _sync(setup.device)
+    if setup.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(setup.device)
+    times = []
+    for _ in range(setup.steps):
+        start = time.perf_counter()
+        trainer.train_step()
+        _sync(setup.device)
+        times.append(time.perf_counter() - start)
+    step = statistics.mean(times)
+    ips = setup.batch / step
+    peak = peak_flops(setup.device)
+    return {
+        "benchmark": "train", **setup.__dict__,
+        "params_m": sum(p.numel() for p in family.denoiser.parameters()) / 1e6,
+        "images_per_sec": ips, "step_time_ms": step * 1e3, "step_time_p50_ms": statistics.median(times) * 1e3,
+        "peak_memory_gb": (torch.cuda.max_memory_allocated(setup.device) / 2**30
+                           if setup.device.startswith("cuda") else None),
+        "train_gflops_per_image": flops / 1e9,
+        "mfu": (flops * ips / peak) if peak else None,
+        "device_name": torch.cuda.get_device_name(setup.device) if setup.device.startswith("cuda") else "cpu",
+    }
+
+
+def bench_bank(setup: BenchSetup, *, images: int = 64, steps: int = 50, guidance: float = 1.5) -> dict[str, Any]:
+    """Knowledge-bank generation speed (DDIM ``steps`` with CFG) in images/s."""
+    family, _, _ = _synthetic_family(setup, tuned=False)
+    config = parse_config({"resolution": setup.resolution, "bank": {"size": images, "batch_size": setup.batch,
+                                                                     "num_inference_steps": steps,
+                                                                     "guidance_scale": guidance}})
+    gen = torch.Generator().manual_seed(0)
+    family.generate_bank_batch(min(setup.batch, 4), config, gen)  # warm-up
+    _sync(setup.device)
+    start, done = time.perf_counter(), 0
+    while done < images:
+        n = min(setup.batch, images - done)
+        family.generate_bank_batch(n, config, gen)
+        done += n
+    _sync(setup.device)
+    elapsed = time.perf_counter() - start
+    return {"benchmark": "bank", **setup.__dict__, "images": images, "ddim_steps": steps,
+            "guidance_scale": guidance, "images_per_sec": images / elapsed, "seconds": elapsed}

@@ -1,0 +1,141 @@
+"""Checkpoints: a diffusers-format folder plus trainer state and ``meta.json``.
+
+Layout of ``OUT/checkpoints/step_0001000/``::
+
+    model_index.json, transformer/, vae/, scheduler/   EMA weights; ``*Pipeline.from_pretrained`` loads it
+    trainer_state/state.safetensors                    raw weights, EMA, optimizer tensors
+    trainer_state/state.json                           step, optimizer hyperparameters, data order
+    trainer_state/rank{r}.safetensors                  RNG state of each DDP rank
+    meta.json                                          config, step, metrics, family facts, code version
+
+A checkpoint is written to a hidden temporary folder and renamed when complete, so a crash never
+leaves a half checkpoint that resume would pick up. No pickles: tensors in safetensors, the rest JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import models
+
+STATE_DIR = "trainer_state"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def checkpoints_root(out_dir: Path) -> Path:
+    return Path(out_dir) / "checkpoints"
+
+
+def list_checkpoints(out_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = checkpoints_root(out_dir)
+    if not root.is_dir():
+        return []
+    done = [p for p in root.iterdir() if p.name.startswith("step_") and (p / "meta.json").exists()]
+    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    found = list_checkpoints(out_dir)
+    return found[-1] if found else None
+
+
+def staging_dir(out_dir: Path, step: int) -> Path:
+    return checkpoints_root(out_dir) / f".{checkpoint_name(step)}.partial"
+
+
+def code_version() -> str:
+    """Package version plus the git commit when running from a checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{models.__version__}+{sha}" if sha else models.__version__
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizer state <-> flat tensors + JSON
+# ----------------------------------------------------------------------------------------------
+
+
+def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into safetensors-ready tensors and a JSON part."""
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for name, value in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing and reading
+# ----------------------------------------------------------------------------------------------
+
+
+def write_rank_state(stage: Path, rank: int, tensors: dict[str, torch.Tensor]) -> None:
+    (stage / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(stage / STATE_DIR / f"rank{rank}.safetensors"))
+
+
+def write_trainer_state(stage: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    (stage / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+              str(stage / STATE_DIR / "state.safetensors"))
+    (stage / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def finalize_checkpoint(out_dir: Path, step: int, meta: dict[str, Any], keep: int) -> Path:
+    """Write meta.json, atomically publish the staged folder, prune to the newest ``keep``."""
+    stage = staging_dir(out_dir, step)
+    meta = {"step": step, "code_version": code_version(), "created_at": time.time(), **meta}
+    (stage / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    final = checkpoints_root(out_dir) / checkpoint_name(step)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(stage, final)
+    for old in list_checkpoints(out_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_trainer_state(checkpoint: Path, rank: int) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, torch.Tensor]]:
+    """(shared tensors, shared JSON state, this rank's tensors) of a checkpoint."""
+    folder = Path(checkpoint) / STATE_DIR
+    if not (folder / "state.json").exists():
+        raise FileNotFoundError(f"{checkpoint} has no trainer state: it cannot be resumed")
+    rank_file = folder / f"rank{rank}.safetensors"
+    if not rank_file.exists():
+        raise FileNotFoundError(f"{checkpoint} has no state for rank {rank}: resume with the same number of processes")
+    return load_file(folder / "state.safetensors"), json.loads((folder / "state.json").read_text()), load_file(rank_file)
+
+
+def read_meta(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((Path(checkpoint) / "meta.json").read_text())

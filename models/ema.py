@@ -1,0 +1,54 @@
+"""Exponential moving average of the trainable weights, updated with foreach ops."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """fp32 shadow copies of the named trainable parameters of a module.
+
+    ``warmup`` uses decay min(d, (1+n)/(10+n)) at update n, so short runs get useful averages; the
+    Diff-Tuning reference is a constant 0.9999 (warmup off).
+    """
+
+    def __init__(self, module: nn.Module, decay: float, *, warmup: bool = False):
+        self.decay = decay
+        self.warmup = warmup
+        self.names = [n for n, p in module.named_parameters() if p.requires_grad]
+        self.shadow = [p.detach().float().clone() for p in self._params(module)]
+        self.num_updates = 0
+
+    def _params(self, module: nn.Module) -> list[torch.Tensor]:
+        named = dict(module.named_parameters())
+        return [named[n] for n in self.names]
+
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        n = self.num_updates
+        return min(self.decay, (1 + n) / (10 + n))
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        """shadow ← decay·shadow + (1−decay)·param, for every tracked parameter at once."""
+        params = [p.detach().float() for p in self._params(module)]
+        torch._foreach_lerp_(self.shadow, params, 1.0 - self.current_decay())
+        self.num_updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, module: nn.Module) -> None:
+        """Write the averaged weights into ``module`` (a copy of the trained one)."""
+        for param, avg in zip(self._params(module), self.shadow, strict=True):
+            param.copy_(avg.to(param.dtype))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.shadow, strict=True))
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], num_updates: int) -> None:
+        missing = [n for n in self.names if n not in state]
+        if missing:
+            raise KeyError(f"EMA state lacks {missing[:3]}")
+        self.shadow = [state[n].to(s.device, torch.float32).clone() for n, s in zip(self.names, self.shadow, strict=True)]
+        self.num_updates = num_updates

@@ -1,0 +1,94 @@
+"""A whole tuning run as one call: validate data → load base → bank → encode → train.
+
+The CLI and the service worker both call :func:`run_training`; it owns no logging configuration
+and no process-wide state beyond what the Trainer documents.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from models import checkpoints as ckpt
+from models.bank import build_bank
+from models.config import TrainConfig
+from models.data import scan_image_folder
+from models.distributed import DistInfo, barrier
+from models.families import load_family
+from models.latents import encode_image_folder
+from models.trainer import ArtifactCallback, FitResult, ProgressCallback, Trainer
+
+log = logging.getLogger(__name__)
+
+# (phase, done, total): "bank" and "encode" report their own progress before training starts.
+PhaseCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a run's outputs are and how it ended."""
+
+    out_dir: Path
+    fit: FitResult
+    num_classes: int
+    class_names: list[str]
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    cache_dir: str | Path,
+    resume: bool = False,
+    dist: DistInfo | None = None,
+    on_phase: PhaseCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_artifact: ArtifactCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RunResult:
+    """Tune ``config.base_model`` on the image folder ``data_dir``; write checkpoints to ``out_dir``."""
+    dist = dist or DistInfo()
+    out_dir, cache_dir = Path(out_dir), Path(cache_dir)
+    folder = scan_image_folder(data_dir, resolution=config.resolution,
+                               upscale_small_images=config.upscale_small_images)
+    if config.num_classes is not None and config.num_classes != len(folder.class_names):
+        raise ValueError(f"num_classes: config says {config.num_classes} but {data_dir} has "
+                         f"{len(folder.class_names)} class folders")
+    if config.validation_labels and max(config.validation_labels) >= len(folder.class_names):
+        raise ValueError(f"validation_labels: {config.validation_labels} outside the dataset's "
+                         f"{len(folder.class_names)} classes")
+    existing = ckpt.latest_checkpoint(out_dir)
+    if existing and not resume:
+        raise FileExistsError(f"{out_dir} already holds checkpoints ({existing.name}); pass --resume "
+                              "to continue that run or choose another --out")
+
+    family = load_family(config, device=dist.device)
+    _check_resolution(family, config)
+    bank = None
+    if config.uses_bank:
+        bank = build_bank(family, config, cache_dir, rank=dist.rank, world_size=dist.world_size,
+                          barrier=lambda: barrier(dist),
+                          progress=(lambda d, t: on_phase("bank", d, t)) if on_phase else None)
+    family.setup_labels(folder.class_names, config.bank_label)
+    latents = encode_image_folder(family, folder, resolution=config.resolution, flip=config.random_flip,
+                                  cache_dir=cache_dir if dist.is_main else None,
+                                  progress=(lambda d, t: on_phase("encode", d, t)) if on_phase else None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(family, config, latents, bank, out_dir, dist=dist)
+    if resume and existing:
+        trainer.resume(existing)
+        log.info("resumed from %s at step %d", existing, trainer.step)
+    fit = trainer.fit(on_progress=on_progress, on_artifact=on_artifact, should_stop=should_stop)
+    return RunResult(out_dir=out_dir, fit=fit, num_classes=len(folder.class_names),
+                     class_names=folder.class_names)
+
+
+def _check_resolution(family, config: TrainConfig) -> None:
+    """The base model fixes the image size; say so instead of failing inside the network."""
+    expected = getattr(family, "image_size", None)
+    if expected is not None and expected != config.resolution:
+        raise ValueError(f"resolution: the base model generates {expected}px images, config asks for "
+                         f"{config.resolution}")

@@ -1,0 +1,348 @@
+"""One Trainer for every family: the Diff-Tuning batch, optimisation, EMA, checkpoints, resume, DDP.
+
+A step draws target rows (t ∝ (t+1)^s, labels with the CFG drop) and knowledge-bank rows
+(t ∝ (T−t)^s', the bank condition), runs one forward pass over both, and minimises
+mean(target) + w·mean(bank). All randomness comes from one CPU generator per rank whose state is
+checkpointed, so a resumed run continues bit-for-bit on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from models import checkpoints as ckpt
+from models.bank import KnowledgeBank
+from models.config import TrainConfig, dump_config
+from models.difftune import (
+    bank_timestep_probs,
+    combine_losses,
+    loss_weights,
+    per_sample_mse,
+    sample_timesteps,
+    split_batch,
+    target_timestep_probs,
+)
+from models.distributed import DistInfo, any_rank, barrier, mean_across_ranks
+from models.ema import EMA
+from models.families.base import Family
+from models.grid import save_grid
+from models.latents import LatentSet
+from models.peft import apply_difffit
+
+log = logging.getLogger(__name__)
+
+
+#################################################################################
+#                               Data order                                      #
+#################################################################################
+
+
+class EpochSampler:
+    """Shuffled epochs shared by all ranks; each global batch is split between the ranks.
+
+    The permutation of epoch e depends only on (seed, e), so the state is two integers.
+    """
+
+    def __init__(self, size: int, seed: int, info: DistInfo):
+        if size <= 0:
+            raise ValueError("cannot sample batches from an empty set")
+        self.size, self.seed, self.info = size, seed, info
+        self.epoch, self.position = 0, 0
+        self._perm = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        return torch.randperm(self.size, generator=gen)
+
+    def next(self, per_rank: int) -> torch.Tensor:
+        """Indices of this rank's share of the next global batch."""
+        wanted, chunks = per_rank * self.info.world_size, []
+        while wanted > 0:
+            take = min(wanted, self.size - self.position)
+            chunks.append(self._perm[self.position : self.position + take])
+            self.position += take
+            wanted -= take
+            if self.position == self.size:
+                self.epoch, self.position = self.epoch + 1, 0
+                self._perm = self._permutation(self.epoch)
+        batch = torch.cat(chunks)  # (per_rank * world,)
+        return batch[self.info.rank * per_rank : (self.info.rank + 1) * per_rank]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._perm = self._permutation(self.epoch)
+
+
+#################################################################################
+#                               Progress                                        #
+#################################################################################
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the trainer reports every ``log_every`` steps (and at the end)."""
+
+    step: int
+    total_steps: int
+    loss: float
+    loss_target: float
+    loss_bank: float | None
+    images_per_sec: float
+    eta_seconds: float
+    learning_rate: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ProgressCallback = Callable[[Progress], None]
+ArtifactCallback = Callable[[str, int, Path], None]  # (kind "checkpoint" | "samples", step, path)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """How a ``fit`` call ended."""
+
+    step: int
+    stopped: bool
+    last_checkpoint: Path | None
+    last_progress: Progress | None
+
+
+#################################################################################
+#                                 Trainer                                       #
+#################################################################################
+
+
+def _autocast(device: str, mixed_precision: str):
+    use_bf16 = mixed_precision == "bf16" or (mixed_precision == "auto" and device.startswith("cuda"))
+    if use_bf16:
+        return torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
+    return nullcontext()
+
+
+class Trainer:
+    """Tunes ``family.denoiser`` on a target latent set, with a knowledge bank when configured."""
+
+    def __init__(self, family: Family, config: TrainConfig, target: LatentSet, bank: KnowledgeBank | None,
+                 out_dir: str | Path, *, dist: DistInfo | None = None):
+        self.family, self.config, self.target, self.bank = family, config, target, bank
+        self.out_dir = Path(out_dir)
+        self.dist = dist or DistInfo(device=str(next(family.denoiser.parameters()).device))
+        self.device = self.dist.device
+        if config.batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size: {config.batch_size} is not divisible by {self.dist.world_size} processes")
+        per_rank = config.batch_size // self.dist.world_size
+        self.split = split_batch(per_rank, config.bank_share, config.uses_bank)
+        if self.split.bank and (bank is None or len(bank) == 0):
+            raise ValueError("method difftune needs a knowledge bank (bank_share > 0) but none was given")
+
+        module = family.denoiser.to(self.device).train()
+        if config.peft == "difffit":
+            params = apply_difffit(module)
+        else:
+            module.requires_grad_(True)
+            params = list(module.parameters())
+        if config.gradient_checkpointing:
+            module.enable_gradient_checkpointing()
+        self.module = module
+        self.ema = EMA(module, config.ema_decay, warmup=config.ema_warmup)
+        model: nn.Module = module
+        if self.dist.enabled:
+            device_ids = [self.dist.local_rank] if self.device.startswith("cuda") else None
+            model = DistributedDataParallel(module, device_ids=device_ids)
+        self.model = torch.compile(model) if config.compile else model
+        self.optimizer = torch.optim.AdamW(
+            params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.weight_decay, fused=self.device.startswith("cuda"))
+
+        power = config.target_power if config.method == "difftune" else 0.0
+        self.target_probs = target_timestep_probs(family.num_timesteps, power)
+        self.bank_probs = bank_timestep_probs(family.num_timesteps, config.effective_bank_power)
+        self.alphas_cumprod = family.noise_scheduler.alphas_cumprod
+        self.rng = torch.Generator().manual_seed(config.seed * 1000 + self.dist.rank)
+        self.target_order = EpochSampler(len(target), config.seed, self.dist)
+        self.bank_order = EpochSampler(len(bank), config.seed + 1, self.dist) if self.split.bank else None
+        self.step = 0
+        self._warn_about_ema()
+
+    def _warn_about_ema(self) -> None:
+        horizon = 1.0 / max(1e-12, 1.0 - self.config.ema_decay)
+        if not self.config.ema_warmup and horizon > self.config.max_steps and self.dist.is_main:
+            log.warning("ema_decay %.6g averages over ~%d steps but max_steps is %d: the EMA weights in "
+                        "checkpoints will stay close to the base model (lower ema_decay or set ema_warmup: true)",
+                        self.config.ema_decay, horizon, self.config.max_steps)
+
+    # --- one step -----------------------------------------------------------------------------------
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(clean latents, timesteps, conditions) for one step: target rows first, then bank rows."""
+        fam, cfg, split = self.family, self.config, self.split
+        index = self.target_order.next(split.target)
+        latents = self.target.sample(index, self.rng)  # (n_t, C, h, w)
+        cond = fam.drop_conditions(fam.index_conditions(self.target.labels, index), cfg.label_dropout, self.rng)
+        t = sample_timesteps(self.target_probs, split.target, self.rng)  # (n_t,)
+        if split.bank:
+            bank_index = self.bank_order.next(split.bank)
+            latents = torch.cat([latents, self.bank.latents[bank_index]])  # (n_t + n_b, C, h, w)
+            bank_cond = fam.bank_conditions(fam.index_conditions(self.bank.conditions, bank_index))
+            cond = fam.concat_conditions(cond, bank_cond)
+            t = torch.cat([t, sample_timesteps(self.bank_probs, split.bank, self.rng)])
+        return latents, t, cond
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns detached loss tensors (no host sync)."""
+        cfg = self.config
+        latents, t, cond = self.next_batch()
+        noise = torch.randn(latents.shape, generator=self.rng)
+        latents, noise, t = (x.to(self.device, non_blocking=True) for x in (latents, noise, t))
+        noisy = self.family.noise_scheduler.add_noise(latents, noise, t)
+        with _autocast(self.device, cfg.mixed_precision):
+            prediction = self.family.predict(self.model, noisy, t, cond)
+        target = self.family.training_target(latents, noise, t)
+        per_sample = per_sample_mse(prediction, target) * loss_weights(
+            cfg.loss_weighting, self.alphas_cumprod, t, p2_gamma=cfg.p2_gamma, p2_k=cfg.p2_k,
+            min_snr_gamma=cfg.min_snr_gamma)
+        parts = combine_losses(per_sample, self.split, cfg.bank_loss_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        parts.total.backward()
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.ema.update(self.module)
+        self.step += 1
+        zero = torch.zeros((), device=parts.target.device)
+        return {"loss": parts.total.detach(), "loss_target": parts.target,
+                "loss_bank": parts.bank if parts.bank is not None else zero}
+
+    # --- state --------------------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Shared (all-rank) state: raw weights, EMA, optimizer tensors; JSON: step, data order."""
+        tensors = {f"model.{k}": v for k, v in self.module.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        optim_tensors, optim_meta = ckpt.flatten_optimizer(self.optimizer.state_dict())
+        tensors.update(optim_tensors)
+        state = {"step": self.step, "ema_updates": self.ema.num_updates, "optimizer": optim_meta,
+                 "target_order": self.target_order.state_dict(),
+                 "bank_order": self.bank_order.state_dict() if self.bank_order else None,
+                 "world_size": self.dist.world_size}
+        return tensors, state
+
+    def rank_state(self) -> dict[str, torch.Tensor]:
+        return {"rng": self.rng.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], state: dict[str, Any],
+                        rank_tensors: dict[str, torch.Tensor]) -> None:
+        if state.get("world_size", 1) != self.dist.world_size:
+            raise ValueError(f"checkpoint was written by {state.get('world_size')} processes; "
+                             f"resume with the same number (now {self.dist.world_size})")
+        model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.module.load_state_dict(model_state, strict=True)
+        self.ema.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")},
+                                 int(state["ema_updates"]))
+        self.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, state["optimizer"]))
+        self.target_order.load_state_dict(state["target_order"])
+        if self.bank_order and state.get("bank_order"):
+            self.bank_order.load_state_dict(state["bank_order"])
+        self.rng.set_state(rank_tensors["rng"])
+        torch.set_rng_state(rank_tensors["torch_rng"])
+        self.step = int(state["step"])
+
+    def resume(self, checkpoint: Path) -> None:
+        """Restore everything from a checkpoint folder written by ``save_checkpoint``."""
+        self.load_state_dict(*ckpt.read_trainer_state(checkpoint, self.dist.rank))
+
+    def ema_model(self) -> nn.Module:
+        """A copy of the denoiser carrying the EMA weights (what checkpoints and samples use)."""
+        model = copy.deepcopy(self.module)
+        self.ema.copy_to(model)
+        return model.eval()
+
+    # --- outputs ------------------------------------------------------------------------------------
+    def save_checkpoint(self, metrics: dict[str, Any] | None = None) -> Path | None:
+        """Write a complete checkpoint for the current step (rank 0 publishes it)."""
+        stage = ckpt.staging_dir(self.out_dir, self.step)
+        if self.dist.is_main:
+            shutil.rmtree(stage, ignore_errors=True)
+            stage.mkdir(parents=True)
+        barrier(self.dist)
+        ckpt.write_rank_state(stage, self.dist.rank, self.rank_state())
+        path = None
+        if self.dist.is_main:
+            self.family.save_pretrained(self.ema_model(), stage)
+            ckpt.write_trainer_state(stage, *self.state_dict())
+        barrier(self.dist)
+        if self.dist.is_main:
+            meta = {"config": dump_config(self.config), "metrics": metrics or {},
+                    "world_size": self.dist.world_size, **self.family.metadata()}
+            path = ckpt.finalize_checkpoint(self.out_dir, self.step, meta, self.config.keep_checkpoints)
+        barrier(self.dist)
+        return path
+
+    def save_samples(self) -> Path | None:
+        """Sample a validation grid with the EMA weights into samples/step_XXXXXXX.png (rank 0)."""
+        if not self.dist.is_main:
+            return None
+        generator = torch.Generator().manual_seed(self.config.seed)
+        images = self.family.sample_grid(self.ema_model(), self.config, generator)
+        path = self.out_dir / "samples" / f"{ckpt.checkpoint_name(self.step)}.png"
+        save_grid(images, path)
+        return path
+
+    # --- loop ---------------------------------------------------------------------------------------
+    def fit(self, *, on_progress: ProgressCallback | None = None, on_artifact: ArtifactCallback | None = None,
+            should_stop: Callable[[], bool] | None = None) -> FitResult:
+        """Train until ``max_steps`` or until ``should_stop`` (checked every ``log_every`` steps)."""
+        cfg = self.config
+        sums: dict[str, torch.Tensor] = {}
+        window_steps, window_start, started, start_step = 0, time.perf_counter(), time.perf_counter(), self.step
+        progress, last_ckpt, stopped = None, ckpt.latest_checkpoint(self.out_dir), False
+        while self.step < cfg.max_steps:
+            out = self.train_step()
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0) + v
+            window_steps += 1
+            done = self.step >= cfg.max_steps
+            if self.step % cfg.log_every == 0 or done:
+                means = mean_across_ranks(torch.stack([sums[k] for k in ("loss", "loss_target", "loss_bank")])
+                                          / window_steps, self.dist).tolist()
+                now = time.perf_counter()
+                rate = window_steps * cfg.batch_size / max(now - window_start, 1e-9)
+                per_step = (now - started) / max(self.step - start_step, 1)
+                progress = Progress(step=self.step, total_steps=cfg.max_steps, loss=means[0],
+                                    loss_target=means[1], loss_bank=means[2] if self.split.bank else None,
+                                    images_per_sec=rate, eta_seconds=per_step * (cfg.max_steps - self.step),
+                                    learning_rate=self.optimizer.param_groups[0]["lr"])
+                if not math.isfinite(progress.loss):
+                    raise FloatingPointError(f"loss became {progress.loss} at step {self.step}; "
+                                             "lower learning_rate or enable max_grad_norm")
+                if on_progress and self.dist.is_main:
+                    on_progress(progress)
+                sums, window_steps, window_start = {}, 0, now
+                stopped = any_rank(bool(should_stop and should_stop()), self.dist) and not done
+            if self.step % cfg.checkpoint_every == 0 or done or stopped:
+                last_ckpt = self.save_checkpoint(progress.as_dict() if progress else None) or last_ckpt
+                if on_artifact and last_ckpt and self.dist.is_main:
+                    on_artifact("checkpoint", self.step, last_ckpt)
+            if self.step % cfg.sample_every == 0 or done:
+                grid = self.save_samples()
+                if on_artifact and grid:
+                    on_artifact("samples", self.step, grid)
+            if stopped:
+                break
+        return FitResult(step=self.step, stopped=stopped, last_checkpoint=last_ckpt, last_progress=progress)
