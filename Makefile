@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo run lint clean
 
 setup: $(STAMP)
 
@@ -21,8 +21,13 @@ test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# One real Diff-Tuning job through the REST API of the embedded service.
 demo: setup
 	$(VENV)/bin/difftune demo --out .cache/demo
+
+# The service on this machine with no servers: SQLite, a SQLite broker, a local store.
+run: setup
+	$(VENV)/bin/difftune serve
 
 lint: setup
 	$(VENV)/bin/ruff check .

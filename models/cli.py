@@ -169,12 +169,12 @@ def sample(
     print(f"wrote {out}")
 
 
-@app.command()
-def demo(
+@app.command("library-demo")
+def library_demo(
     out: Annotated[Path, typer.Option(help="Working folder (base model, data, run).")] = Path(".cache/demo"),
     steps: Annotated[int, typer.Option(help="Diff-Tuning steps.")] = 400,
 ) -> None:
-    """Offline demo: pre-train a tiny DiT on digits 0-4, Diff-Tune it on 10 shots of digits 5-9."""
+    """Library demo (no service): pre-train a tiny DiT on digits 0-4, Diff-Tune it on 10 shots of 5-9."""
     from models.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING)

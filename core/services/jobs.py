@@ -223,6 +223,11 @@ def mark_cancelled(session: Session, *, job_id: str) -> bool:
     return _transition(session, job_id, ("queued", *ACTIVE), "cancelled", "job cancelled", eta_at=None)
 
 
+def release(session: Session, *, job_id: str, reason: str) -> bool:
+    """Give a running job back to the queue (a transient failure the task will retry)."""
+    return _transition(session, job_id, ("running",), "queued", reason, worker=None)
+
+
 def requeue_stale(session: Session, *, older_than: timedelta, max_attempts: int = 3) -> list[str]:
     """Requeue jobs whose worker stopped heartbeating; return the ids to enqueue again.
 

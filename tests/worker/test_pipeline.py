@@ -1,0 +1,112 @@
+"""The job pipeline in-process: claim, fetch from S3, train, publish, statuses and errors."""
+
+from __future__ import annotations
+
+import pytest
+from diffusers import DiTPipeline
+
+from core.services import jobs
+from core.tables import Job
+
+
+@pytest.fixture
+def worker_ctx(settings, monkeypatch):
+    """The worker's context on the test's settings."""
+    from worker import context as context_module
+
+    context_module.context.cache_clear()
+    for name, value in {"DATABASE_URL": settings.database_url, "BROKER_URL": settings.broker_url,
+                        "STORAGE_URL": settings.storage_url, "S3_ENDPOINT": settings.s3_endpoint,
+                        "S3_ACCESS_KEY": settings.s3_access_key,
+                        "S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
+                        "CACHE_DIR": str(settings.cache_dir)}.items():
+        monkeypatch.setenv(f"DIFFTUNE_{name}", value)
+    yield context_module.context()
+    context_module.context.cache_clear()
+
+
+def test_job_runs_publishes_and_succeeds(make_job, worker_ctx, client, auth, storage, tmp_path):
+    from worker.pipeline import run
+
+    job = make_job()
+    status = run(job["id"])
+    body = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
+    assert status == "succeeded", body["error"]
+    assert run(job["id"]) == "skipped"  # a duplicate delivery claims nothing
+    body = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
+    assert body["status"] == "succeeded"
+    assert body["progress"]["step"] == 6 and body["progress"]["total_steps"] == 6
+    assert body["metrics"]["loss_bank"] is not None
+    checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=auth).json()["data"]
+    assert [c["step"] for c in checkpoints] == [3, 6]
+    samples = client.get(f"/v1/jobs/{job['id']}/samples", headers=auth).json()["data"]
+    assert [s["step"] for s in samples] == [6]
+    prefix = f"jobs/{job['id']}/checkpoints/step_0000006/"
+    keys = storage.list(prefix)
+    assert prefix + "model_index.json" in keys and prefix + "trainer_state/state.safetensors" in keys
+    for key in keys:
+        target = tmp_path / "dl" / key[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        storage.get_file(key, target)
+    pipe = DiTPipeline.from_pretrained(tmp_path / "dl")
+    assert pipe.labels == {"class_0": 0, "class_1": 1}
+    events = [e["message"] for e in client.get(f"/v1/jobs/{job['id']}/events?limit=100", headers=auth).json()["data"]]
+    assert any("knowledge bank" in m for m in events) and any(m.startswith("step 6/6") for m in events)
+
+
+def test_bad_hyperparameters_for_the_model_fail_with_a_message(make_job, worker_ctx, client, auth):
+    from worker.pipeline import run
+
+    job = make_job(resolution=32, upscale_small_images=True)  # the tiny base model generates 16 px images
+    assert run(job["id"]) == "failed"
+    body = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
+    assert body["status"] == "failed" and "resolution" in body["error"] and "16px" in body["error"]
+
+
+def test_bad_images_fail_naming_the_file_inside_the_dataset(make_job, worker_ctx, client, auth):
+    from worker.pipeline import run
+
+    job = make_job(resolution=32)  # the uploaded images are 16 px: smaller than the resolution
+    assert run(job["id"]) == "failed"
+    error = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()["error"]
+    assert "class_0/img_0.png: image is 16x16, smaller than the training resolution 32" in error
+    assert str(worker_ctx.cache_dir) not in error  # paths are shown relative to the dataset
+
+
+def test_cancel_requested_while_running_stops_and_keeps_a_checkpoint(make_job, worker_ctx, db, client, auth):
+    from worker import pipeline
+
+    job = make_job(max_steps=200, checkpoint_every=1000, sample_every=1000)
+    original = pipeline.Reporter.progress
+
+    def progress_then_cancel(self, p):
+        original(self, p)
+        if p.step == 2:
+            client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+            self.status = "cancelling"
+
+    pipeline.Reporter.progress = progress_then_cancel
+    try:
+        assert pipeline.run(job["id"]) == "cancelled"
+    finally:
+        pipeline.Reporter.progress = original
+    checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=auth).json()["data"]
+    assert [c["step"] for c in checkpoints] == [2]
+    assert db.get(Job, job["id"], populate_existing=True).status == "cancelled"
+
+
+def test_transient_storage_error_requeues_for_retry(make_job, worker_ctx, db, monkeypatch):
+    from core.storage import StorageError
+    from worker import pipeline
+
+    job = make_job()
+
+    def broken(*_a, **_k):
+        raise StorageError("S3 unavailable")
+
+    monkeypatch.setattr(pipeline, "fetch_dataset", broken)
+    with pytest.raises(pipeline.TransientError, match="S3 unavailable"):
+        pipeline.run(job["id"])
+    row = db.get(Job, job["id"], populate_existing=True)
+    assert row.status == "queued" and row.attempts == 1
+    assert jobs.claim(db, job_id=job["id"], worker="w2") is not None  # claimable again by the retry

@@ -1,0 +1,56 @@
+"""The Celery app of the GPU workers (``celery --app worker.app:app worker --queues gpu``).
+
+Late ack + reject on worker lost + prefetch 1: a job is acknowledged only when it ended, and a
+worker holds one job at a time. The broker's visibility timeout is longer than the longest job;
+lost workers are detected sooner by the job heartbeat (see ``worker.reaper``).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+from core.queue import GPU_QUEUE
+from core.settings import load_settings
+
+VISIBILITY_TIMEOUT = 7 * 24 * 3600  # longer than any job; the heartbeat reaper reacts first
+
+
+def make_app() -> Celery:
+    settings = load_settings()
+    app = Celery("difftune-worker", broker=settings.broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_default_queue=GPU_QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    if settings.broker_url.startswith(("redis", "rediss", "sqs")):
+        app.conf.broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    if settings.broker_url.startswith("sqla+"):
+        from kombu.transport.sqlalchemy import Transport
+
+        Transport.polling_interval = 0.5  # a class attribute, not a transport option
+    return app
+
+
+app = make_app()
+
+
+@worker_ready.connect
+def _start_reaper(sender=None, **_):
+    from worker.reaper import start_reaper
+
+    start_reaper()
+
+
+@worker_shutdown.connect
+def _stop_reaper(sender=None, **_):
+    from worker.reaper import stop_reaper
+
+    stop_reaper()

@@ -1,0 +1,101 @@
+"""Bring a job's inputs to the worker's disk: the dataset and the base model (cached)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from core.storage import S3Storage, StorageError
+from core.storage.layout import dataset_archive_key
+from core.tables import BaseModel, Dataset
+from worker.context import WorkerContext
+
+READY = ".ready"
+
+
+class InputError(ValueError):
+    """A job's dataset or base model cannot be used; the message says which and why."""
+
+
+def _publish_dir(tmp: Path, final: Path) -> Path:
+    (tmp / READY).write_text("ok")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def fetch_dataset(ctx: WorkerContext, dataset: Dataset) -> Path:
+    """The dataset's files as a local folder (class folders or metadata.jsonl layout).
+
+    The cached copy is ``datasets/{id}/files/`` with the upload's ``manifest.json`` beside it.
+    """
+    final = ctx.cache_dir / "datasets" / dataset.id
+    if (final / READY).exists():
+        return final / "files"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dataset.id}.", dir=final.parent))
+    try:
+        archive = tmp / "data.tar"
+        ctx.storage.get_file(dataset_archive_key(dataset.id), archive)
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp / "files", filter="data")
+        archive.unlink()
+        manifest = tmp / "files" / "manifest.json"
+        if manifest.exists():
+            os.replace(manifest, tmp / "manifest.json")
+        return _publish_dir(tmp, final) / "files"
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _download_s3_prefix(ctx: WorkerContext, uri: str, dest: Path) -> None:
+    settings = ctx.settings
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    store = S3Storage(bucket=bucket, prefix="", endpoint_url=settings.s3_endpoint,
+                      access_key=settings.s3_access_key,
+                      secret_key=settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
+                      region=settings.s3_region)
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    keys = store.list(prefix)
+    if not keys:
+        raise InputError(f"base_model: nothing found under {uri}")
+    for key in keys:
+        target = dest / key[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        store.get_file(key, target)
+
+
+def fetch_base_model(ctx: WorkerContext, base_model: BaseModel) -> str:
+    """A local folder (or hub id) that the model family can ``from_pretrained``."""
+    location = base_model.location or {}
+    kind = location.get("kind")
+    if kind == "local":
+        path = Path(location.get("path", ""))
+        if not (path / "model_index.json").exists():
+            raise InputError(f"base_model: {path} is not a diffusers folder on this worker")
+        return str(path)
+    if kind == "hub":
+        return str(location["repo_id"])
+    if kind == "s3":
+        uri = str(location.get("uri", ""))
+        final = ctx.cache_dir / "base_models" / hashlib.sha256(uri.encode()).hexdigest()[:24]
+        if not (final / READY).exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=final.parent))
+            try:
+                _download_s3_prefix(ctx, uri, tmp)
+                _publish_dir(tmp, final)
+            except StorageError as err:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise InputError(f"base_model: cannot download {uri}: {err}") from err
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return str(final)
+    raise InputError(f"base_model: unknown location kind {kind!r}")

@@ -1,0 +1,81 @@
+"""Publish a job's outputs at fixed keys and record them; bring the latest one back to resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from core.services import outputs
+from core.storage.layout import checkpoint_prefix, sample_key
+from worker.context import WorkerContext
+
+
+def _step_of(folder: Path) -> int:
+    return int(folder.name.split("_")[1])
+
+
+class Publisher:
+    """Uploads checkpoints and sample grids as the trainer writes them (``on_artifact``)."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str):
+        self.ctx, self.job_id = ctx, job_id
+
+    def __call__(self, kind: str, step: int, path: Path) -> None:
+        if kind == "checkpoint":
+            self.checkpoint(step, Path(path))
+        elif kind == "samples":
+            self.samples(step, Path(path))
+
+    def checkpoint(self, step: int, folder: Path) -> None:
+        """Upload every file of the folder, then record the row (the row is the commit)."""
+        prefix = checkpoint_prefix(self.job_id, step)
+        for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+            self.ctx.storage.put_file(prefix + file.relative_to(folder).as_posix(), file)
+        metrics = _read_metrics(folder)
+        with self.ctx.sessions() as session:
+            outputs.create_checkpoint(session, job_id=self.job_id, step=step, metrics=metrics)
+        self._prune(keep={_step_of(p) for p in folder.parent.iterdir() if p.name.startswith("step_")})
+
+    def _prune(self, keep: set[int]) -> None:
+        """Remove published checkpoints the trainer pruned locally."""
+        with self.ctx.sessions() as session:
+            published = [c.step for c in outputs.list_checkpoints(session, job_id=self.job_id, limit=100).data]
+            for step in published:
+                if step not in keep:
+                    self.ctx.storage.delete_prefix(checkpoint_prefix(self.job_id, step))
+                    outputs.delete_checkpoint(session, job_id=self.job_id, step=step)
+
+    def samples(self, step: int, png: Path) -> None:
+        self.ctx.storage.put_file(sample_key(self.job_id, step), png, content_type="image/png")
+        with self.ctx.sessions() as session:
+            outputs.create_sample(session, job_id=self.job_id, step=step)
+
+
+def _read_metrics(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("metrics")
+    except (OSError, ValueError):
+        return None
+
+
+def restore_latest(ctx: WorkerContext, job_id: str, out_dir: Path) -> int | None:
+    """Make the newest published checkpoint available locally; return its step (None: none)."""
+    with ctx.sessions() as session:
+        published = [c.step for c in outputs.list_checkpoints(session, job_id=job_id, limit=100).data]
+    if not published:
+        return None
+    step = max(published)
+    local = out_dir / "checkpoints" / f"step_{step:07d}"
+    if (local / "meta.json").exists():
+        return step
+    prefix = checkpoint_prefix(job_id, step)
+    staging = out_dir / "checkpoints" / f".restore_{step:07d}"
+    shutil.rmtree(staging, ignore_errors=True)
+    for key in ctx.storage.list(prefix):
+        target = staging / key[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ctx.storage.get_file(key, target)
+    shutil.rmtree(local, ignore_errors=True)
+    staging.rename(local)
+    return step
