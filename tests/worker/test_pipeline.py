@@ -110,3 +110,21 @@ def test_transient_storage_error_requeues_for_retry(make_job, worker_ctx, db, mo
     row = db.get(Job, job["id"], populate_existing=True)
     assert row.status == "queued" and row.attempts == 1
     assert jobs.claim(db, job_id=job["id"], worker="w2") is not None  # claimable again by the retry
+
+
+@pytest.mark.slow
+def test_multi_gpu_job_runs_under_torchrun(make_job, worker_ctx, client, auth, db):
+    """resources.gpus = 2 trains under torchrun (gloo on CPU here); rank 0 reports and publishes."""
+    import json
+
+    from worker.pipeline import job_dir, run
+
+    job = make_job()
+    db.query(Job).filter(Job.id == job["id"]).update({"resources": {"gpus": 2}})
+    db.commit()
+    status = run(job["id"])
+    body = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
+    assert status == "succeeded", body["error"]
+    meta = json.loads((job_dir(worker_ctx, job["id"]) / "run" / "checkpoints" / "step_0000006" / "meta.json").read_text())
+    assert meta["world_size"] == 2
+    assert [c["step"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=auth).json()["data"]] == [3, 6]
