@@ -7,6 +7,7 @@ from celery import Celery
 from core.settings import Settings
 
 RUN_JOB_TASK = "worker.tasks.run_job"
+CHECK_BASE_MODEL_TASK = "worker.tasks.check_base_model"
 GPU_QUEUE = "gpu"
 
 
@@ -23,15 +24,24 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def enqueue_job(app: Celery, job_id: str) -> None:
-    """Send ``run_job(job_id)`` to the ``gpu`` queue; a duplicate delivery is harmless (claims)."""
+def _send(app: Celery, task: str, resource_id: str) -> None:
     app.send_task(
-        RUN_JOB_TASK,
-        args=[job_id],
+        task,
+        args=[resource_id],
         queue=GPU_QUEUE,
         retry=True,
         retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
     )
+
+
+def enqueue_job(app: Celery, job_id: str) -> None:
+    """Send ``run_job(job_id)`` to the ``gpu`` queue; a duplicate delivery is harmless (claims)."""
+    _send(app, RUN_JOB_TASK, job_id)
+
+
+def enqueue_base_model_check(app: Celery, base_model_id: str) -> None:
+    """Ask a worker to load a newly registered base model and mark it ready or failed."""
+    _send(app, CHECK_BASE_MODEL_TASK, base_model_id)
 
 
 def check_broker(app: Celery) -> None:

@@ -77,7 +77,7 @@ class EmbeddedStack:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{name}.log").open("a")
+        log = (self.log_dir / f"{name}.log").open("w")
         self.processes.append(subprocess.Popen([sys.executable, *args], env=self.env, stdout=log,
                                                stderr=subprocess.STDOUT, start_new_session=True))
 
@@ -94,14 +94,22 @@ class EmbeddedStack:
             if any(p.poll() is not None for p in self.processes):
                 self.stop()
                 raise RuntimeError(f"a service process exited at start; see {self.log_dir}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            if self._api_ready() and self._worker_ready():
+                return self
             time.sleep(0.3)
         self.stop()
         raise TimeoutError(f"the API did not become ready in {timeout:.0f}s; see {self.log_dir}")
+
+    def _api_ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _worker_ready(self) -> bool:
+        """Celery logs ``celery@host ready.`` once it consumes from the queue."""
+        log = self.log_dir / "worker.log"
+        return log.exists() and " ready." in log.read_text(errors="replace")[-20000:]
 
     def stop(self) -> None:
         for proc in self.processes:

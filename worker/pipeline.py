@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
-from core.services import job_events, jobs
+from core.services import base_models, job_events, jobs
 from core.storage import StorageError
 from core.tables import BaseModel, Dataset, Job
 from worker.context import WorkerContext, context
@@ -213,6 +213,8 @@ def run(job_id: str) -> str:
             jobs.mark_cancelled(session, job_id=job_id)
             return "cancelled"
         jobs.mark_succeeded(session, job_id=job_id, metrics=outcome.get("metrics"))
+        if job.base_model_id:
+            base_models.mark_ready(session, base_model_id=job.base_model_id)  # it demonstrably loads
     return "succeeded"
 
 

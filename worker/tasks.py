@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import models.run  # noqa: F401 - load torch and diffusers when the worker starts, not on its first job
+from core.storage import StorageError
 from worker.app import app
+from worker.pipeline import TransientError, run
 
 
 @app.task(name="worker.tasks.run_job", bind=True, max_retries=3)
 def run_job(self, job_id: str) -> str:
     """Run a tuning job end to end; a duplicate delivery claims nothing and returns at once."""
-    from worker.pipeline import TransientError, run
-
     try:
         return run(job_id)
     except TransientError as err:
@@ -22,3 +23,12 @@ def requeue_stale() -> list[str]:
     from worker.reaper import reap_once
 
     return reap_once()
+
+
+@app.task(name="worker.tasks.check_base_model", autoretry_for=(ConnectionError, StorageError), max_retries=3,
+          retry_backoff=True)
+def check_base_model(base_model_id: str) -> str:
+    """Load a newly registered base model once and mark it ready or failed."""
+    from worker.checks import check_base_model as check
+
+    return check(base_model_id)

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 
-from api.deps import CurrentTenant, IdempotencyKey, PageDep, SessionDep
+from api.deps import CeleryDep, CurrentTenant, IdempotencyKey, PageDep, SessionDep
 from api.schemas import BaseModelCreate, BaseModelOut, ListResponse
+from core.queue import enqueue_base_model_check
 from core.services import base_models, idempotency
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/base-models", tags=["base models"])
 
 
 @router.post("", status_code=201, summary="Register a base model (diffusers format)")
 def create_base_model(
-    session: SessionDep, tenant: CurrentTenant, body: BaseModelCreate, idempotency_key: IdempotencyKey = None
+    session: SessionDep,
+    tenant: CurrentTenant,
+    celery: CeleryDep,
+    body: BaseModelCreate,
+    idempotency_key: IdempotencyKey = None,
 ) -> BaseModelOut:
     model = base_models.create(
         session,
@@ -24,6 +32,11 @@ def create_base_model(
         idempotency_key=idempotency_key,
         fingerprint=idempotency.request_hash(body.model_dump(mode="json")),
     )
+    if model.status == "pending":  # a worker loads it; jobs also mark it ready when they load it
+        try:
+            enqueue_base_model_check(celery, model.id)
+        except Exception as err:  # noqa: BLE001 - registration must not depend on the broker
+            log.warning("could not enqueue the load check of %s: %s", model.id, err)
     return BaseModelOut.of(model)
 
 

@@ -30,8 +30,10 @@ def job_body(base_model, dataset) -> dict:
 
 
 def queued_job_ids(redis_client) -> list[str]:
+    """Ids sent to run_job (registering a base model also enqueues its load check: skipped here)."""
     messages = [json.loads(m) for m in redis_client.lrange(GPU_QUEUE, 0, -1)]
-    return [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages]
+    return [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages
+            if m["headers"]["task"] == "worker.tasks.run_job"]
 
 
 def test_create_returns_queued_job_and_enqueues_it(client, auth, job_body, redis_client):
