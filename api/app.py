@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import problems
+from api.auth_cache import TenantCache
 from api.routes import base_models, datasets, files, health, jobs
 from api.uploads import ContentLengthLimit
 from core.db import make_engine, make_sessionmaker
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, poll_seconds: float = 1.0) -> FastAPI:
     app.state.storage = make_storage(settings)
     app.state.celery = make_celery(settings)
     app.state.poll_seconds = poll_seconds
+    app.state.tenant_cache = TenantCache(ttl=settings.auth_cache_seconds)
     problems.install(app)
     app.include_router(health.router)
     upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD

@@ -30,14 +30,21 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def get_tenant(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Tenant:
-    """The tenant that owns the bearer key."""
+    """The tenant that owns the bearer key (cached for a few seconds per key)."""
     if credentials is None:
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-    tenant = api_keys.authenticate(session, secret=credentials.credentials)
+    cache = request.app.state.tenant_cache
+    tenant = cache.get(credentials.credentials)
     if tenant is None:
-        raise Unauthorized("unknown or revoked API key")
+        tenant = api_keys.authenticate(session, secret=credentials.credentials)
+        if tenant is None:
+            raise Unauthorized("unknown or revoked API key")
+        session.expunge(tenant)
+        cache.put(credentials.credentials, tenant)
     return tenant
 
 

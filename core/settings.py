@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     )
     public_url: str = Field("http://127.0.0.1:8000", description="Base URL that local download links use.")
     download_url_ttl: int = Field(3600, gt=0, description="Seconds a download link stays valid.")
+    auth_cache_seconds: float = Field(
+        5.0, ge=0, description="Seconds a key→tenant lookup is cached (a revoked key works at most this long)."
+    )
 
     # --- jobs -----------------------------------------------------------------------------------
     heartbeat_timeout: int = Field(
