@@ -18,12 +18,16 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from models import analysis_cli as evidence
+
 app = typer.Typer(help="Diff-Tuning: fine-tune diffusion models without forgetting what transfers.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 bench_app = typer.Typer(help="Throughput benchmarks with random weights (print JSON).", no_args_is_help=True)
 tiny_app = typer.Typer(help="Build tiny random pipelines offline (tests, experiments).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(tiny_app, name="tiny")
+bench_app.command("transfer")(evidence.transfer)
+app.add_typer(evidence.analyze_app, name="analyze")
 console = Console(stderr=True)
 
 CacheOpt = Annotated[Path | None, typer.Option(help="Cache for knowledge banks and latents "

@@ -107,21 +107,22 @@ def demo_config(base_model: str, **overrides) -> TrainConfig:
 
 
 def build_base_model(work: Path, source: Path, cache_dir: Path, *, steps: int = 1500, vae_steps: int = 400,
-                     say: Say = print) -> Path:
-    """Pre-train VAE + DiT on the source digits; return the base pipeline folder (cached)."""
+                     resolution: int = RESOLUTION, say: Say = print) -> Path:
+    """Pre-train VAE + DiT on the source images (digits by default); return the base pipeline folder (cached)."""
     base = work / "base_model"
     if (base / "model_index.json").exists():
         say(f"base model: reusing {base}")
         return base
     say("base model: training a small VAE on the source digits")
-    folder = scan_image_folder(source, resolution=RESOLUTION)
-    images = torch.stack([load_image(p, RESOLUTION) for p in folder.files])
+    folder = scan_image_folder(source, resolution=resolution, upscale_small_images=True)
+    images = torch.stack([load_image(p, resolution) for p in folder.files])
     vae = train_vae(images, steps=vae_steps, say=say)
     torch.manual_seed(0)
-    init = save_dit_pipeline(work / "base_init", tiny_dit(sample_size=RESOLUTION // 2, layers=4, heads=4),
+    init = save_dit_pipeline(work / "base_init", tiny_dit(sample_size=resolution // 2, layers=4, heads=4),
                              vae, id2label={i: name for i, name in enumerate(folder.class_names)})
     say(f"base model: pre-training a DiT on {len(folder)} source digits for {steps} steps")
-    config = demo_config(str(init), method="standard", learning_rate=1e-3, max_steps=steps,
+    config = demo_config(str(init), method="standard", learning_rate=1e-3, max_steps=steps, resolution=resolution,
+                         upscale_small_images=True,
                          checkpoint_every=steps, sample_every=steps, log_every=250,
                          validation_labels=[0, 1, 2, 3, 4] * 4)
     result = run_training(config, data_dir=source, out_dir=work / "pretrain", cache_dir=cache_dir,

@@ -161,13 +161,19 @@ class DiTFamily(Family):
     def sample_latents(self, model: nn.Module, labels: torch.Tensor, *, null: int, guidance: float,
                        steps: int, sampler: str, generator: torch.Generator) -> torch.Tensor:
         """Latents for ``labels`` sampled with CFG against the ``null`` label."""
+        predict = self._predict_fn(model, labels.to(self.device), null, guidance)
+        return self.sample_chain(predict, len(labels), steps=steps, sampler=sampler, generator=generator)
+
+    @torch.no_grad()
+    def sample_chain(self, predict, n: int, *, steps: int, sampler: str, generator: torch.Generator,
+                     per_step: bool = False) -> torch.Tensor:
+        """Run the reverse chain from fresh noise for ``n`` latents; ``per_step`` as in ``denoise``."""
         size = self.denoiser.config.sample_size
         channels = self.denoiser.config.in_channels
-        labels = labels.to(self.device)
-        x = initial_noise((len(labels), channels, size, size), generator, self.device)  # (N, C, h, w)
+        x = initial_noise((n, channels, size, size), generator, self.device)  # (N, C, h, w)
         scheduler = make_sampler(sampler, self.scheduler_config, steps)
         with _autocast(self.device):
-            x = denoise(self._predict_fn(model, labels, null, guidance), x, scheduler, generator=generator)
+            x = denoise(predict, x, scheduler, generator=generator, per_step=per_step)
         return x.float()
 
     # --- data ---------------------------------------------------------------------------------------

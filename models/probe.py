@@ -1,0 +1,86 @@
+"""The chain-of-forgetting probe: swap models part-way along the reverse chain.
+
+For a swap step t*, the first model denoises every timestep t ≥ t* and the second model every
+t < t*, from the same starting noise (DDIM, deterministic). Direction ``tuned→base`` with t* = 0 is
+the tuned model alone and with t* = T the base alone; ``base→tuned`` is the mirror. If knowledge at
+low noise transfers (the paper's claim), handing the last steps (small t*) to the base model costs
+little and the cost grows with t*.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.families.dit import DiTFamily
+from models.transfer_eval import Evaluator, model_labels
+
+DIRECTIONS = ("tuned→base", "base→tuned")
+
+
+def _predict(family: DiTFamily, labels: torch.Tensor, guidance: float):
+    labels = model_labels(family, labels).to(family.device)
+    return family._predict_fn(family.denoiser.eval(), labels, family.null_label, guidance)
+
+
+@torch.no_grad()
+def swap_sample(first: DiTFamily, second: DiTFamily, labels: torch.Tensor, t_star: int, *, guidance: float,
+                steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Latents denoised by ``first`` for t ≥ ``t_star`` and by ``second`` below (DDIM, ``steps`` steps)."""
+    fn_first, fn_second = _predict(first, labels, guidance), _predict(second, labels, guidance)
+    return first.sample_chain(lambda t: fn_first if t >= t_star else fn_second, len(labels), steps=steps,
+                              sampler="ddim", generator=generator, per_step=True)
+
+
+def swap_grid(num_timesteps: int, points: int) -> list[int]:
+    """``points`` swap steps spread evenly over 0..T (both ends included)."""
+    return sorted({round(i * num_timesteps / (points - 1)) for i in range(points)})
+
+
+def forgetting_curves(base: DiTFamily, tuned: DiTFamily, evaluator: Evaluator, *, t_stars: list[int],
+                      seed: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """FD (and KID, class fidelity) against the evaluator's real images for every t*, both directions."""
+    curves: dict[str, dict[str, list]] = {}
+    labels = evaluator.labels
+    start = time.perf_counter()
+    for direction in DIRECTIONS:
+        first, second = (tuned, base) if direction == DIRECTIONS[0] else (base, tuned)
+        for g in evaluator.guidances:
+            points = curves.setdefault(direction, {}).setdefault(f"{g:g}", [])
+            for t_star in t_stars:
+                latents = swap_sample(first, second, labels, t_star, guidance=g, steps=evaluator.sample_steps,
+                                      generator=torch.Generator().manual_seed(seed))
+                metrics = evaluator.score(tuned.decode_latents(latents), labels)
+                points.append({"t_star": t_star, **metrics})
+                if progress:
+                    progress(f"{direction} g={g:g} t*={t_star}: FD {metrics['fd']:.2f}")
+    return {"curves": curves, "t_stars": t_stars, "seed": seed, "guidances": list(evaluator.guidances),
+            "sample_steps": evaluator.sample_steps, "samples": len(labels),
+            "seconds": time.perf_counter() - start}
+
+
+def run_probe(base: Path, tuned: Path, data: Path, out: Path, *, points: int = 11, per_class: int = 40,
+              guidances: tuple[float, ...] = (1.0,), steps: int = 25, seed: int = 0,
+              classifier: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Load both models, train (or load) the domain features on ``data``, write probe.json and probe.png."""
+    import json
+
+    from models.transfer_eval import build_evaluator
+    from models.transfer_report import plot_probe
+
+    base_family = DiTFamily.from_pretrained(str(base), device="cpu")
+    tuned_family = DiTFamily.from_pretrained(str(tuned), device="cpu")
+    say(f"probe: features from a domain classifier on real images of {data}")
+    evaluator, meta = build_evaluator(data, tuned_family.image_size, classifier_dir=classifier or out / "domain_classifier",
+                                      per_class=per_class, guidances=guidances, sample_steps=steps)
+    result = forgetting_curves(base_family, tuned_family, evaluator, seed=seed, progress=say,
+                               t_stars=swap_grid(tuned_family.num_timesteps, points))
+    result.update(base=str(base), tuned=str(tuned), data=str(data), extractor=meta)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.json").write_text(json.dumps(result, indent=2))
+    plot_probe(result, out / "probe.png")
+    return result

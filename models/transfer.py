@@ -1,0 +1,213 @@
+"""Transfer benchmark: fine-tune one base model on a few-shot target with several methods and seeds.
+
+Every method gets the same steps, batch and seeds. Every ``eval_every`` steps the EMA checkpoint is
+scored against held-out real target images (FD/KID under the domain classifier, class fidelity) at
+each guidance scale; the base model itself is step 0. Outputs: ``results.json``, PNG plots and a
+Markdown report (see :mod:`models.transfer_report`). A finished run is reused when the benchmark
+is started again on the same folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from models.config import parse_config
+from models.families.dit import DiTFamily
+from models.run import run_training
+from models.transfer_eval import Evaluator, build_evaluator
+
+Say = Callable[[str], None]
+
+# Named methods: TrainConfig overrides on top of the benchmark's base config.
+METHODS: dict[str, dict[str, Any]] = {
+    "standard": {"method": "standard"},
+    "difftune": {"method": "difftune"},
+    "difftune_source": {"method": "difftune", "bank_label": "source"},
+    "power_only": {"method": "difftune", "bank_share": 0.0},
+    "p2": {"method": "standard", "loss_weighting": "p2"},
+    "min_snr": {"method": "standard", "loss_weighting": "min_snr"},
+    "difffit": {"method": "standard", "peft": "difffit"},
+    "difftune_difffit": {"method": "difftune", "peft": "difffit"},
+}
+
+
+def parse_method(spec: str) -> dict[str, Any]:
+    """``name[:field=value:...]`` -> TrainConfig overrides; dotted fields nest (``bank.size=256``)."""
+    name, *pairs = spec.split(":")
+    if name not in METHODS:
+        raise ValueError(f"method: unknown {name!r}; choose from {', '.join(METHODS)}")
+    overrides = json.loads(json.dumps(METHODS[name]))
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ValueError(f"method: expected field=value in {spec!r}, got {pair!r}")
+        *parents, leaf = key.split(".")
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return overrides
+
+
+@dataclass
+class TransferSetup:
+    """One benchmark: data, base model, methods, budget and evaluation sizes."""
+
+    source: Path | None
+    target: Path
+    heldout: Path
+    out: Path
+    base: Path | None = None
+    methods: list[str] = field(default_factory=lambda: ["standard", "difftune"])
+    seeds: int = 3
+    steps: int = 1000
+    eval_every: int = 250
+    per_class: int = 40
+    guidances: tuple[float, ...] = (1.0, 4.0)
+    train: dict[str, Any] = field(default_factory=dict)  # base TrainConfig fields (resolution, lr, bank...)
+
+    def config(self, spec: str, seed: int):
+        values = {**self.train, "seed": seed, "max_steps": self.steps, "checkpoint_every": self.eval_every,
+                  "sample_every": self.steps, "keep_checkpoints": 1, "base_model": str(self.base)}
+        for key, value in parse_method(spec).items():
+            values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
+        return parse_config(values)
+
+
+def digits_preset(out: Path, *, base: Path | None = None, say: Say = print, shots: int = 10,
+                  held_out: int = 150, base_steps: int = 1500, vae_steps: int = 400, **options: Any) -> TransferSetup:
+    """The CPU preset: base pre-trained on digits 0-4 (cached under ``out``), target = shots of 5-9."""
+    from models.config import dump_config
+    from models.demo import build_base_model, demo_config, prepare_domains
+
+    domains = prepare_domains(out / "data", shots=shots, held_out=held_out)
+    if base is None:
+        base = build_base_model(out, domains["source"], out / "cache", say=say,
+                                steps=base_steps, vae_steps=vae_steps)
+    train = {k: v for k, v in dump_config(demo_config(str(base))).items()
+             if k not in ("base_model", "seed", "max_steps", "checkpoint_every", "sample_every")}
+    return TransferSetup(source=domains["source"], target=domains["target"], heldout=domains["target_heldout"],
+                         out=out, base=base, train=train, **options)
+
+
+#################################################################################
+#                                  Runs                                         #
+#################################################################################
+
+
+def _load_family(path: Path) -> DiTFamily:
+    return DiTFamily.from_pretrained(str(path), device="cpu")
+
+
+def run_one(setup: TransferSetup, spec: str, seed: int, evaluator: Evaluator, step0: dict, *,
+            say: Say, on_step: Callable[[int], None] | None = None,
+            images: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Train one (method, seed) and evaluate it every ``eval_every`` steps; cached in ``evals.json``.
+
+    ``images`` receives the last evaluation's samples per guidance (for the side-by-side grids).
+    """
+    run_dir = setup.out / "runs" / f"{spec.replace(':', '_').replace('=', '-')}_seed{seed}"
+    done = run_dir / "evals.json"
+    if done.exists():
+        say(f"[{spec} seed {seed}] reusing {done}")
+        record = json.loads(done.read_text())
+        if images is not None:
+            images.update(evaluator.evaluate(_load_family(Path(record["checkpoint"])), seed)[1])
+        return record
+    shutil.rmtree(run_dir, ignore_errors=True)
+    evals, timing = [{"step": 0, "metrics": step0}], {"eval": 0.0}
+
+    def on_artifact(kind: str, step: int, path: Path) -> None:
+        if kind != "checkpoint":
+            return
+        start = time.perf_counter()
+        metrics, samples = evaluator.evaluate(_load_family(path), seed)
+        if images is not None:
+            images.update(samples)
+        timing["eval"] += time.perf_counter() - start
+        evals.append({"step": step, "metrics": metrics})
+        say(f"[{spec} seed {seed}] step {step}: " + "  ".join(
+            f"FD@g{g} {m['fd']:.2f}" for g, m in metrics.items()))
+
+    def on_progress(p) -> None:
+        if on_step:
+            on_step(p.step)
+
+    start = time.perf_counter()
+    result = run_training(setup.config(spec, seed), data_dir=setup.target, out_dir=run_dir,
+                          cache_dir=setup.out / "cache", on_progress=on_progress, on_artifact=on_artifact)
+    total = time.perf_counter() - start
+    record = {"method": spec, "seed": seed, "evals": evals, "checkpoint": str(result.fit.last_checkpoint),
+              "seconds": {"total": total, "eval": timing["eval"], "train": total - timing["eval"]}}
+    done.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method, guidance and step: mean, std, min and max over seeds of every metric."""
+    table: dict[str, Any] = {}
+    for run in runs:
+        for ev in run["evals"]:
+            for g, metrics in ev["metrics"].items():
+                cell = table.setdefault(run["method"], {}).setdefault(g, {}).setdefault(str(ev["step"]), {})
+                for name, value in metrics.items():
+                    cell.setdefault(name, []).append(value)
+    for per_g in table.values():
+        for per_step in per_g.values():
+            for cell in per_step.values():
+                for name, values in cell.items():
+                    cell[name] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values),
+                                  "std": statistics.pstdev(values), "n": len(values)}
+    return table
+
+
+def run_transfer(setup: TransferSetup, *, say: Say = print, on_step: Callable[[int], None] | None = None,
+                 ) -> dict[str, Any]:
+    """Run every (method, seed), write ``results.json``, plots and ``report.md`` under ``setup.out``.
+
+    ``on_step(done)`` reports training steps done over all runs (of ``len(methods) * seeds * steps``).
+    """
+    from models.transfer_report import write_outputs
+
+    started = time.perf_counter()
+    setup.out.mkdir(parents=True, exist_ok=True)
+    resolution = int(setup.train["resolution"])
+    say(f"evaluation: training the domain classifier on real held-out target images ({setup.heldout})")
+    evaluator, extractor_meta = build_evaluator(
+        setup.heldout, resolution, classifier_dir=setup.out / "domain_classifier", val_dir=setup.target,
+        per_class=setup.per_class, guidances=setup.guidances, sample_steps=int(setup.train.get("sample_steps", 25)))
+    runs, grids, base_seconds = [], {}, 0.0
+    report = on_step or (lambda done: None)
+    for seed in range(setup.seeds):
+        start = time.perf_counter()
+        step0, base_images = evaluator.evaluate(_load_family(setup.base), seed)
+        base_seconds += time.perf_counter() - start
+        if seed == 0:
+            grids["base model"] = base_images
+        for spec in setup.methods:
+            grid = grids.setdefault(spec, {}) if seed == 0 else None
+            offset = len(runs) * setup.steps
+            runs.append(run_one(setup, spec, seed, evaluator, step0, say=say, images=grid,
+                                on_step=lambda step, offset=offset: report(offset + step)))
+            report(len(runs) * setup.steps)
+    results = {
+        "setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(setup).items()},
+        "extractor": extractor_meta,
+        "runs": runs,
+        "summary": summarize(runs),
+        "seconds": {"total": time.perf_counter() - started, "base_evaluation": base_seconds},
+        "device": "cpu", "torch_threads": torch.get_num_threads(),
+    }
+    write_outputs(results, grids, setup.out)
+    say(f"wrote {setup.out / 'results.json'} and {setup.out / 'report.md'}")
+    return results

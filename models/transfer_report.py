@@ -1,0 +1,135 @@
+"""Plots and the Markdown report of the transfer benchmark and the forgetting probe.
+
+Figures are drawn with matplotlib's object API (``matplotlib.figure.Figure``), which renders with
+the Agg canvas and touches no global backend state; entry points may still select Agg themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from models.grid import to_pil_grid
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def _final_step(summary: dict[str, Any]) -> str:
+    steps = {int(s) for per_g in summary.values() for per_step in per_g.values() for s in per_step}
+    return str(max(steps))
+
+
+def pm(cell: dict[str, float], digits: int = 2) -> str:
+    """``mean ± std [min, max]`` of a summary cell."""
+    return (f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f} "
+            f"[{cell['min']:.{digits}f}, {cell['max']:.{digits}f}]")
+
+
+#################################################################################
+#                                  Figures                                      #
+#################################################################################
+
+
+def plot_fd_curves(summary: dict[str, Any], path: Path) -> Path:
+    """FD vs step, one panel per guidance scale: mean over seeds with the min-max band."""
+    guidances = sorted({g for per_g in summary.values() for g in per_g}, key=float)
+    fig = Figure(figsize=(5.2 * len(guidances), 3.8))
+    for i, g in enumerate(guidances):
+        ax = fig.add_subplot(1, len(guidances), i + 1)
+        for method, per_g in summary.items():
+            steps = sorted(per_g[g], key=int)
+            x = [int(s) for s in steps]
+            fd = [per_g[g][s]["fd"] for s in steps]
+            line = ax.plot(x, [c["mean"] for c in fd], marker="o", ms=3, label=method)[0]
+            ax.fill_between(x, [c["min"] for c in fd], [c["max"] for c in fd], color=line.get_color(), alpha=0.2)
+        ax.set_title(f"guidance {g}")
+        ax.set_xlabel("fine-tuning step")
+        ax.set_ylabel("FD (domain features) ↓")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_sample_grids(grids: dict[str, dict[str, torch.Tensor]], num_classes: int, path: Path,
+                      per_class: int = 6) -> Path:
+    """Rows: models; columns: guidance scales. Each cell shows ``per_class`` samples of every class."""
+    names = list(grids)
+    guidances = sorted({g for imgs in grids.values() for g in imgs}, key=float)
+    fig = Figure(figsize=(2.6 * len(guidances), 2.4 * len(names)))
+    for r, name in enumerate(names):
+        for c, g in enumerate(guidances):
+            ax = fig.add_subplot(len(names), len(guidances), r * len(guidances) + c + 1)
+            ax.axis("off")
+            images = grids[name].get(g)
+            if images is None:
+                continue
+            n = images.shape[0] // num_classes
+            pick = torch.cat([torch.arange(k * n, k * n + min(per_class, n)) for k in range(num_classes)])
+            ax.imshow(np.asarray(to_pil_grid(images[pick], nrow=min(per_class, n))))
+            ax.set_title(f"{name} · g={g}", fontsize=7)
+    return _save(fig, path)
+
+
+def plot_probe(result: dict[str, Any], path: Path) -> Path:
+    """FD against the swap step t*, one line per direction (and guidance)."""
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    for direction, per_g in result["curves"].items():
+        for g, points in per_g.items():
+            ax.plot([p["t_star"] for p in points], [p["fd"] for p in points], marker="o", ms=3,
+                    label=f"{direction} (g={g})")
+    ax.set_xlabel("swap step t* (first model for t ≥ t*, second below)")
+    ax.set_ylabel("FD to target data ↓")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+#################################################################################
+#                                  Report                                       #
+#################################################################################
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    """A short report: setup, the final-step table per method and guidance, timing, caveats."""
+    summary, setup = results["summary"], results["setup"]
+    final = _final_step(summary)
+    lines = [
+        "# Transfer benchmark", "",
+        f"Methods {', '.join(setup['methods'])}; {setup['seeds']} seed(s); {setup['steps']} steps; "
+        f"evaluation every {setup['eval_every']} steps with {setup['per_class']} samples per class.", "",
+        "FD and KID use features of a small domain classifier **trained on the real held-out target "
+        "images** (not Inception); values are comparable only within this benchmark. "
+        f"Classifier: {json.dumps({k: results['extractor'].get(k) for k in ('val_accuracy', 'real_images')})}.", "",
+        f"## Step {final} (mean ± std [min, max] over seeds)", "",
+        "| method | guidance | FD | KID ×1e3 | class fidelity |", "|---|---|---|---|---|",
+    ]
+    for method, per_g in summary.items():
+        for g, per_step in sorted(per_g.items(), key=lambda kv: float(kv[0])):
+            cell = per_step[final]
+            kid = {k: v * 1e3 for k, v in cell["kid_mean"].items() if k != "n"}
+            lines.append(f"| {method} | {g} | {pm(cell['fd'])} | {pm(kid)} | {pm(cell['class_fidelity'])} |")
+    lines += ["", f"Step 0 is the base model. Wall time {results['seconds']['total']:.0f} s "
+              f"({results['torch_threads']} torch threads, {results['device']}).", "",
+              "![FD vs step](fd_vs_step.png)", "", "![samples](samples.png)", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(results: dict[str, Any], grids: dict[str, dict[str, torch.Tensor]], out: Path) -> None:
+    """results.json, fd_vs_step.png, samples.png and report.md under ``out``."""
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot_fd_curves(results["summary"], out / "fd_vs_step.png")
+    num_classes = len(results["extractor"]["classes"])
+    plot_sample_grids(grids, num_classes, out / "samples.png")
+    (out / "report.md").write_text(markdown_report(results))

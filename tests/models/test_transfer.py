@@ -1,0 +1,89 @@
+"""The transfer benchmark and the forgetting probe end to end on a tiny budget, through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from models.cli import app
+from models.transfer import parse_method
+
+from .conftest import write_class_folder
+
+runner = CliRunner()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path) -> bool:
+    with open(path, "rb") as f:
+        if f.read(8) != PNG_MAGIC:
+            return False
+    with Image.open(path) as img:
+        img.verify()
+        return img.size[0] > 50 and img.size[1] > 50
+
+
+def test_method_specs_parse_to_config_overrides():
+    assert parse_method("standard") == {"method": "standard"}
+    assert parse_method("difftune:bank.size=64:target_power=0.5") == {
+        "method": "difftune", "bank": {"size": 64}, "target_power": 0.5}
+    with pytest.raises(ValueError, match="unknown"):
+        parse_method("magic")
+    with pytest.raises(ValueError, match="field=value"):
+        parse_method("difftune:bank_share")
+
+
+def test_transfer_benchmark_smoke_and_probe(tiny_base, tmp_path):
+    target = write_class_folder(tmp_path / "target", {"a": 4, "b": 4}, size=16, seed=1)
+    heldout = write_class_folder(tmp_path / "heldout", {"a": 8, "b": 8}, size=16, seed=2)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(dict(resolution=16, batch_size=8, log_every=1, sample_steps=2, ema_warmup=True,
+                                          learning_rate=1e-3, bank={"size": 8, "batch_size": 8,
+                                                                    "num_inference_steps": 2})))
+    out = tmp_path / "bench"
+    args = ["bench", "transfer", "--base", str(tiny_base), "--target", str(target), "--heldout", str(heldout),
+            "--config", str(config), "--out", str(out), "--seeds", "2", "--steps", "4", "--eval-every", "2",
+            "--per-class", "3", "--method", "standard", "--method", "difftune:bank_share=0.25"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "[difftune:bank_share=0.25 seed 1] step 4" in result.output  # progress lines
+
+    results = json.loads((out / "results.json").read_text())
+    runs = {(r["method"], r["seed"]): r for r in results["runs"]}
+    assert set(runs) == {(m, s) for m in ("standard", "difftune:bank_share=0.25") for s in (0, 1)}
+    for run in runs.values():
+        assert [e["step"] for e in run["evals"]] == [0, 2, 4]
+        for ev in run["evals"]:
+            assert set(ev["metrics"]) == {"1", "4"}
+            for m in ev["metrics"].values():
+                assert math.isfinite(m["fd"]) and m["fd"] >= 0 and 0 <= m["class_fidelity"] <= 1
+    for seed in (0, 1):  # step 0 is the shared base model, scored once per seed
+        assert runs[("standard", seed)]["evals"][0] == runs[("difftune:bank_share=0.25", seed)]["evals"][0]
+    assert runs[("standard", 0)]["evals"][2] != runs[("standard", 1)]["evals"][2]
+    cell = results["summary"]["standard"]["4"]["4"]["fd"]
+    assert cell["n"] == 2 and cell["min"] <= cell["mean"] <= cell["max"]
+    assert "not Inception" in results["extractor"]["kind"]
+    assert all(_is_png(out / name) for name in ("fd_vs_step.png", "samples.png"))
+    assert "| standard | 1 |" in (out / "report.md").read_text()
+
+    again = runner.invoke(app, args)  # finished runs are reused, not retrained
+    assert again.exit_code == 0 and again.output.count("reusing") == 4
+
+    checkpoint = runs[("standard", 0)]["checkpoint"]
+    probe = runner.invoke(app, ["analyze", "forgetting", "--base", str(tiny_base), "--tuned", checkpoint,
+                                "--data", str(heldout), "--out", str(tmp_path / "probe"), "--points", "3",
+                                "--per-class", "3", "--steps", "2", "--classifier", str(out / "domain_classifier")])
+    assert probe.exit_code == 0, probe.output
+    report = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert report["t_stars"] == [0, 500, 1000]
+    for direction in ("tuned→base", "base→tuned"):
+        assert [p["t_star"] for p in report["curves"][direction]["1"]] == [0, 500, 1000]
+    ends = report["curves"]
+    assert ends["tuned→base"]["1"][0]["fd"] == pytest.approx(ends["base→tuned"]["1"][-1]["fd"])  # tuned alone
+    assert ends["tuned→base"]["1"][-1]["fd"] == pytest.approx(ends["base→tuned"]["1"][0]["fd"])  # base alone
+    assert _is_png(tmp_path / "probe" / "probe.png")
