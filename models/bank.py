@@ -45,6 +45,7 @@ def bank_key(family: Family, bank: BankConfig) -> str:
         "guidance": bank.guidance_scale,
         "batch": bank.batch_size,
         "seed": bank.seed,
+        **family.bank_key_fields(),
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 

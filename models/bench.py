@@ -78,7 +78,12 @@ class BenchSetup:
 
 
 def _synthetic_family(setup: BenchSetup, *, tuned: bool = True) -> tuple[DiTFamily, LatentSet, KnowledgeBank]:
-    """A random DiT family (a 1000-class target when ``tuned``) with random cached latents and bank."""
+    """A random DiT family (a 1000-class target when ``tuned``) with random cached latents and bank;
+    SD-* models (models/bench_sd.py) give SD or ControlNet families."""
+    if setup.model.startswith("SD-"):
+        from models.bench_sd import synthetic_sd_family
+
+        return synthetic_sd_family(setup.model, setup.resolution, setup.device)
     torch.manual_seed(0)
     transformer = build_dit(setup.model, setup.resolution)
     family = DiTFamily(transformer, tiny_vae(), dict(ddpm_scheduler().config), device=setup.device)
@@ -109,6 +114,7 @@ def bench_training(setup: BenchSetup, tmp: Path) -> dict[str, Any]:
     family, latents, bank = _synthetic_family(setup)
     config = parse_config({"method": setup.method, "batch_size": setup.batch, "compile": setup.compile,
                            "gradient_checkpointing": setup.gradient_checkpointing, "peft": setup.peft,
+                           "family": family.name,
                            "resolution": setup.resolution, "max_steps": 10**9})
     trainer = Trainer(family, config, latents, bank if config.uses_bank else None, tmp)
     flops = train_flops_per_image(trainer)
@@ -129,6 +135,7 @@ def bench_training(setup: BenchSetup, tmp: Path) -> dict[str, Any]:
     return {
         "benchmark": "train", **setup.__dict__,
         "params_m": sum(p.numel() for p in family.denoiser.parameters()) / 1e6,
+        "trainable_params_m": sum(p.numel() for p in trainer.module.parameters() if p.requires_grad) / 1e6,
         "images_per_sec": ips, "step_time_ms": step * 1e3, "step_time_p50_ms": statistics.median(times) * 1e3,
         "peak_memory_gb": (torch.cuda.max_memory_allocated(setup.device) / 2**30
                            if setup.device.startswith("cuda") else None),

@@ -84,7 +84,9 @@ def _progress() -> Progress:
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="YAML file with TrainConfig fields.")],
-    data: Annotated[Path, typer.Option(help="Image folder: one sub-folder per class.")],
+    data: Annotated[Path, typer.Option(help="dit: one sub-folder per class; sd/controlnet: images with "
+                                            "metadata.jsonl (file_name, text[, conditioning_file_name]) "
+                                            "or .txt captions.")],
     out: Annotated[Path, typer.Option(help="Output folder for checkpoints and samples.")],
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
     base_model: Annotated[str | None, typer.Option(help="Override base_model from the config.")] = None,
@@ -92,7 +94,7 @@ def train(
     cache_dir: CacheOpt = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 [default: cuda if available]")] = None,
 ) -> None:
-    """Fine-tune a base model on an image folder (run under torchrun for DDP)."""
+    """Fine-tune a base model (the config's ``family``: dit, sd, controlnet) on a dataset (torchrun for DDP)."""
     from models.data import DatasetError
     from models.distributed import init_distributed, shutdown
     from models.run import run_training
@@ -202,15 +204,30 @@ def tiny_dit_cmd(
     console.print(f"wrote {out}")
 
 
+@tiny_app.command("sd")
+def tiny_sd_cmd(
+    out: Annotated[Path, typer.Argument(help="Folder to write the pipeline to.")],
+    resolution: int = 16,
+    controlnet: Annotated[bool, typer.Option(help="Also write a ControlNet made from the UNet.")] = False,
+    seed: int = 0,
+) -> None:
+    """Write a tiny random Stable Diffusion pipeline (optionally with a ControlNet), diffusers format."""
+    from models.tiny import build_tiny_sd_pipeline
+
+    build_tiny_sd_pipeline(out, seed=seed, resolution=resolution, controlnet=controlnet)
+    console.print(f"wrote {out}")
+
+
 @bench_app.command("throughput")
 def bench_throughput(
-    model: Annotated[str, typer.Option(help="DiT-S/2, DiT-B/2, DiT-L/2, DiT-XL/2 or DiT-tiny/2.")] = "DiT-XL/2",
+    model: Annotated[str, typer.Option(help="DiT-S/2, DiT-B/2, DiT-L/2, DiT-XL/2, DiT-tiny/2, SD-1.5, SD-tiny, "
+                                            "SD-1.5+ControlNet or SD-tiny+ControlNet.")] = "DiT-XL/2",
     resolution: int = 256,
     method: Annotated[str, typer.Option(help="difftune or standard.")] = "difftune",
     batch: int = 32,
     compile: Annotated[bool, typer.Option("--compile/--no-compile")] = False,
     gradient_checkpointing: bool = False,
-    peft: Annotated[str, typer.Option(help="full or difffit.")] = "full",
+    peft: Annotated[str, typer.Option(help="full, difffit or lora.")] = "full",
     steps: int = 20,
     warmup: int = 5,
     device: Annotated[str | None, typer.Option(help="cpu or cuda [default: cuda if available]")] = None,

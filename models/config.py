@@ -38,7 +38,9 @@ class TrainConfig(_Strict):
     """Every knob of a tuning run. Defaults follow the Diff-Tuning reference (DESIGN.md section 1)."""
 
     # --- what to tune ---------------------------------------------------------------------------
-    family: Literal["dit"] = Field("dit", description="Model family of the base model.")
+    family: Literal["dit", "sd", "controlnet"] = Field(
+        "dit", description="Model family: class-conditional `dit`, text-to-image `sd`, or `controlnet` on SD."
+    )
     base_model: str = Field(
         "", description="Diffusers-format folder or hub id of the base model (set by the CLI/worker)."
     )
@@ -59,9 +61,13 @@ class TrainConfig(_Strict):
     )
     bank_share: float = Field(0.2, ge=0.0, lt=1.0, description="Share of each batch taken from the bank.")
     bank_loss_weight: float = Field(0.1, ge=0.0, description="Weight of the bank (retention) loss.")
-    bank_label: Literal["null", "source"] = Field(
+    bank_label: Literal["null", "source", "prompt"] = Field(
         "null",
-        description="Label of bank samples: the null label (paper) or a separate learned source token.",
+        description="Condition of bank samples: the null label / empty prompt (paper), a separate source "
+        "token (dit), or the prompt each bank image was generated with (sd, controlnet).",
+    )
+    bank_prompts: list[str] | None = Field(
+        None, description="Prompts the sd/controlnet bank is sampled with; defaults to the dataset's captions."
     )
     bank: BankConfig = Field(default_factory=BankConfig)
     loss_weighting: Literal["none", "p2", "min_snr"] = Field(
@@ -70,7 +76,31 @@ class TrainConfig(_Strict):
     p2_gamma: float = Field(1.0, ge=0.0, description="P2 weighting exponent gamma.")
     p2_k: float = Field(1.0, gt=0.0, description="P2 weighting offset k.")
     min_snr_gamma: float = Field(5.0, gt=0.0, description="Min-SNR clamp gamma.")
-    peft: Literal["full", "difffit"] = Field("full", description="Train all weights or DiffFit only.")
+    peft: Literal["full", "difffit", "lora"] = Field("full", description="Train all weights, DiffFit or LoRA.")
+    lora_rank: int = Field(4, ge=1, description="LoRA rank r.")
+    lora_alpha: float | None = Field(None, gt=0.0, description="LoRA alpha; defaults to the rank (scale 1).")
+    lora_target_modules: list[str] | None = Field(
+        None, description="Module names LoRA adapts; defaults to attention projections to_q/to_k/to_v/to_out.0."
+    )
+    lora_merge: bool = Field(
+        False, description="Also merge LoRA into the checkpoint's pipeline weights (else they stay the base's)."
+    )
+
+    # --- text-to-image and ControlNet ---------------------------------------------------------------
+    validation_prompts: list[str] | None = Field(
+        None, description="Prompts drawn in sd/controlnet sample grids; defaults to the first 4 captions."
+    )
+    control_extractor: Literal["canny", "grayscale", "none"] = Field(
+        "canny", description="How controls are computed when the dataset has no conditioning files, and "
+        "for the bank's images (`none`: bank rows get a blank control)."
+    )
+    eval_every: int | None = Field(
+        None, ge=1, description="Steps between convergence evaluations (controlnet canny F1); "
+        "defaults to sample_every."
+    )
+    convergence_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="Canny F1 whose first crossing is recorded as 'sudden convergence'."
+    )
 
     # --- optimisation -------------------------------------------------------------------------------
     learning_rate: float = Field(1e-4, gt=0.0, le=1.0)
@@ -115,6 +145,10 @@ class TrainConfig(_Strict):
             bad = [label for label in self.validation_labels if not 0 <= label < self.num_classes]
             if bad:
                 raise ValueError(f"validation_labels {bad} outside 0..{self.num_classes - 1}")
+        if self.bank_label == "prompt" and self.family == "dit":
+            raise ValueError("bank_label 'prompt' needs a text-conditioned family (sd, controlnet)")
+        if self.bank_label == "source" and self.family != "dit":
+            raise ValueError(f"bank_label 'source' is for dit; {self.family} uses 'null' or 'prompt'")
         return self
 
     # --- derived values -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Parameter-efficient tuning: DiffFit (biases, norms, label embeddings and a per-block scale γ).
+"""Parameter-efficient tuning: DiffFit (biases, norms, label embeddings and a per-block scale γ),
+and the dispatch between full tuning, DiffFit and LoRA (models/lora.py).
 
 DiffFit (Xie et al., 2023) freezes a DiT except its bias terms, normalisation parameters and class
 embedding, and inserts a learnable scale γ (initialised to 1) on each block's attention and MLP
@@ -77,3 +78,23 @@ def merge_difffit(model: nn.Module) -> nn.Module:
         delattr(branch, GAMMA)
     merged.requires_grad_(True)
     return merged
+
+
+def prepare_trainable(model: nn.Module, config) -> list[nn.Parameter]:
+    """Set up ``config.peft`` (full | difffit | lora) on ``model``; return the parameters to optimise."""
+    if config.peft == "difffit":
+        return apply_difffit(model)
+    if config.peft == "lora":
+        from models.lora import apply_lora, lora_config
+
+        cfg = lora_config(config.lora_rank, config.lora_alpha, config.lora_target_modules)
+        return apply_lora(model, cfg, merge=config.lora_merge)
+    model.requires_grad_(True)
+    return list(model.parameters())
+
+
+def export_trainable(model: nn.Module) -> nn.Module:
+    """A plain diffusers module: DiffFit γ folded in, LoRA merged or dropped (see models/lora.py)."""
+    from models.lora import export_lora
+
+    return export_lora(merge_difffit(model))

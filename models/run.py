@@ -14,10 +14,8 @@ from pathlib import Path
 from models import checkpoints as ckpt
 from models.bank import build_bank
 from models.config import TrainConfig
-from models.data import scan_image_folder
 from models.distributed import DistInfo, barrier
-from models.families import load_family
-from models.latents import encode_image_folder
+from models.families import load_family, scan_dataset
 from models.trainer import ArtifactCallback, FitResult, ProgressCallback, Trainer
 
 log = logging.getLogger(__name__)
@@ -49,12 +47,12 @@ def run_training(
     on_artifact: ArtifactCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> RunResult:
-    """Tune ``config.base_model`` on the image folder ``data_dir``; write checkpoints to ``out_dir``."""
+    """Tune ``config.base_model`` on the dataset ``data_dir`` (class folders for dit, captioned images for
+    sd/controlnet); write checkpoints to ``out_dir``."""
     dist = dist or DistInfo()
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
-    folder = scan_image_folder(data_dir, resolution=config.resolution,
-                               upscale_small_images=config.upscale_small_images)
-    if config.num_classes is not None and config.num_classes != len(folder.class_names):
+    folder = scan_dataset(config, data_dir)
+    if config.family == "dit" and config.num_classes is not None and config.num_classes != len(folder.class_names):
         raise ValueError(f"num_classes: config says {config.num_classes} but {data_dir} has "
                          f"{len(folder.class_names)} class folders")
     if config.validation_labels and max(config.validation_labels) >= len(folder.class_names):
@@ -67,15 +65,14 @@ def run_training(
 
     family = load_family(config, device=dist.device)
     _check_resolution(family, config)
+    family.attach_dataset(folder, config)
     bank = None
     if config.uses_bank:
         bank = build_bank(family, config, cache_dir, rank=dist.rank, world_size=dist.world_size,
                           barrier=lambda: barrier(dist),
                           progress=(lambda d, t: on_phase("bank", d, t)) if on_phase else None)
-    family.setup_labels(folder.class_names, config.bank_label)
-    latents = encode_image_folder(family, folder, resolution=config.resolution, flip=config.random_flip,
-                                  cache_dir=cache_dir if dist.is_main else None,
-                                  progress=(lambda d, t: on_phase("encode", d, t)) if on_phase else None)
+    latents = family.prepare_target(folder, config, bank, cache_dir=cache_dir if dist.is_main else None,
+                                    progress=(lambda d, t: on_phase("encode", d, t)) if on_phase else None)
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(family, config, latents, bank, out_dir, dist=dist)
     if resume and existing:

@@ -62,3 +62,70 @@ def build_tiny_dit_pipeline(path: str | Path, *, seed: int = 0, num_classes: int
     torch.manual_seed(seed)
     return save_dit_pipeline(path, tiny_dit(sample_size=resolution // 2, num_classes=num_classes,
                                             learned_sigma=learned_sigma), tiny_vae(), id2label)
+
+
+#################################################################################
+#                       Stable Diffusion and ControlNet                         #
+#################################################################################
+
+
+def tiny_tokenizer(folder: str | Path, max_length: int = 16):
+    """A byte-level CLIP tokenizer written offline: printable ASCII and their ``</w>`` forms."""
+    from transformers import CLIPTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = [chr(c) for c in range(33, 127)]
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
+
+
+def tiny_text_encoder(vocab_size: int = 190, hidden: int = 32, max_length: int = 16):
+    """A 2-layer CLIP text encoder (hidden size = the tiny UNet's cross-attention dim)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=64,
+                                        num_hidden_layers=2, num_attention_heads=2,
+                                        max_position_embeddings=max_length, bos_token_id=188, eos_token_id=189,
+                                        pad_token_id=189))
+
+
+def tiny_unet(sample_size: int = 8, cross_attention_dim: int = 32):
+    """A 2-level UNet2DConditionModel (one cross-attention level)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(sample_size=sample_size, block_out_channels=(32, 64), layers_per_block=1,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                                cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=32)
+
+
+def sd_scheduler() -> DDPMScheduler:
+    """SD's training schedule: scaled-linear betas 0.00085..0.012, ε-prediction."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                         beta_end=0.012, clip_sample=False, steps_offset=1)
+
+
+def build_tiny_sd_pipeline(path: str | Path, *, seed: int = 0, resolution: int = 16,
+                           controlnet: bool = False) -> Path:
+    """Random tiny SD pipeline folder (``StableDiffusionPipeline.from_pretrained`` loads it); with
+    ``controlnet`` also a ControlNet initialised from the UNet (``controlnet/``)."""
+    import tempfile
+
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = tiny_tokenizer(tmp)
+    parts = dict(vae=tiny_vae(), text_encoder=tiny_text_encoder(), tokenizer=tokenizer,
+                 unet=tiny_unet(sample_size=resolution // 2), scheduler=sd_scheduler(), safety_checker=None,
+                 feature_extractor=None, requires_safety_checker=False)
+    if controlnet:
+        net = ControlNetModel.from_unet(parts["unet"], conditioning_embedding_out_channels=(16, 32))
+        StableDiffusionControlNetPipeline(controlnet=net, **parts).save_pretrained(path, safe_serialization=True)
+    else:
+        StableDiffusionPipeline(**parts).save_pretrained(path, safe_serialization=True)
+    return path

@@ -40,7 +40,7 @@ from models.ema import EMA
 from models.families.base import Family
 from models.grid import save_grid
 from models.latents import LatentSet
-from models.peft import apply_difffit
+from models.peft import prepare_trainable
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class Progress:
     images_per_sec: float
     eta_seconds: float
     learning_rate: float
+    evaluation: dict[str, Any] | None = None  # latest convergence metric and the step it crossed
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,11 +155,7 @@ class Trainer:
             raise ValueError("method difftune needs a knowledge bank (bank_share > 0) but none was given")
 
         module = family.denoiser.to(self.device).train()
-        if config.peft == "difffit":
-            params = apply_difffit(module)
-        else:
-            module.requires_grad_(True)
-            params = list(module.parameters())
+        params = prepare_trainable(module, config)
         if config.gradient_checkpointing:
             module.enable_gradient_checkpointing()
         self.module = module
@@ -180,6 +177,7 @@ class Trainer:
         self.target_order = EpochSampler(len(target), config.seed, self.dist)
         self.bank_order = EpochSampler(len(bank), config.seed + 1, self.dist) if self.split.bank else None
         self.step = 0
+        self.evaluation: dict[str, Any] = {}
         self._warn_about_ema()
 
     def _warn_about_ema(self) -> None:
@@ -240,7 +238,7 @@ class Trainer:
         state = {"step": self.step, "ema_updates": self.ema.num_updates, "optimizer": optim_meta,
                  "target_order": self.target_order.state_dict(),
                  "bank_order": self.bank_order.state_dict() if self.bank_order else None,
-                 "world_size": self.dist.world_size}
+                 "world_size": self.dist.world_size, "evaluation": self.evaluation}
         return tensors, state
 
     def rank_state(self) -> dict[str, torch.Tensor]:
@@ -262,6 +260,7 @@ class Trainer:
         self.rng.set_state(rank_tensors["rng"])
         torch.set_rng_state(rank_tensors["torch_rng"])
         self.step = int(state["step"])
+        self.evaluation = dict(state.get("evaluation") or {})
 
     def resume(self, checkpoint: Path) -> None:
         """Restore everything from a checkpoint folder written by ``save_checkpoint``."""
@@ -304,6 +303,23 @@ class Trainer:
         save_grid(images, path)
         return path
 
+    def evaluate(self) -> dict[str, Any]:
+        """Score the raw (not EMA) weights with the family's convergence metric on rank 0 and record
+        the first step at which it reaches ``convergence_threshold`` ("sudden convergence")."""
+        name = self.family.convergence_metric
+        if not name or not self.dist.is_main:
+            return self.evaluation
+        generator = torch.Generator().manual_seed(self.config.seed)
+        was_training = self.module.training
+        value = float(self.family.evaluate(self.module, self.config, generator)[name])
+        self.module.train(was_training)
+        ev = self.evaluation
+        ev.update({"metric": name, name: value, "step": self.step, "threshold": self.config.convergence_threshold})
+        ev.setdefault("history", []).append([self.step, value])
+        if ev.get("converged_at_step") is None:
+            ev["converged_at_step"] = self.step if value >= self.config.convergence_threshold else None
+        return ev
+
     # --- loop ---------------------------------------------------------------------------------------
     def fit(self, *, on_progress: ProgressCallback | None = None, on_artifact: ArtifactCallback | None = None,
             should_stop: Callable[[], bool] | None = None) -> FitResult:
@@ -318,6 +334,8 @@ class Trainer:
                 sums[k] = sums.get(k, 0) + v
             window_steps += 1
             done = self.step >= cfg.max_steps
+            if self.step % (cfg.eval_every or cfg.sample_every) == 0 or done:
+                self.evaluate()
             if self.step % cfg.log_every == 0 or done:
                 means = mean_across_ranks(torch.stack([sums[k] for k in ("loss", "loss_target", "loss_bank")])
                                           / window_steps, self.dist).tolist()
@@ -327,7 +345,8 @@ class Trainer:
                 progress = Progress(step=self.step, total_steps=cfg.max_steps, loss=means[0],
                                     loss_target=means[1], loss_bank=means[2] if self.split.bank else None,
                                     images_per_sec=rate, eta_seconds=per_step * (cfg.max_steps - self.step),
-                                    learning_rate=self.optimizer.param_groups[0]["lr"])
+                                    learning_rate=self.optimizer.param_groups[0]["lr"],
+                                    evaluation=copy.deepcopy(self.evaluation) or None)
                 if not math.isfinite(progress.loss):
                     raise FloatingPointError(f"loss became {progress.loss} at step {self.step}; "
                                              "lower learning_rate or enable max_grad_norm")

@@ -105,12 +105,20 @@ class Reporter:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_config(job: Job, base_location: str):
-    """The job's stored hyperparameters as a validated TrainConfig pointing at the fetched model."""
+# Base-model family (service) -> model family of the training library.
+FAMILIES = {"dit": "dit", "sd": "sd", "sd-controlnet": "controlnet"}
+
+
+def build_config(job: Job, base_location: str, family: str = "dit"):
+    """The job's stored hyperparameters as a validated TrainConfig pointing at the fetched model,
+    with the family of the base model and the job's validation prompts."""
     from models.config import parse_config
 
     values = dict(job.hyperparameters or {})
     values["base_model"] = base_location
+    values["family"] = FAMILIES.get(family, family)
+    if job.validation_prompts and not values.get("validation_prompts"):
+        values["validation_prompts"] = list(job.validation_prompts)
     values.setdefault("method", job.method)
     values.setdefault("seed", job.seed)
     return parse_config(values)
@@ -168,7 +176,7 @@ def _execute(ctx: WorkerContext, job: Job, heartbeat: Heartbeat) -> dict:
         raise InputError("the job's dataset or base model was deleted")
     data_dir = fetch_dataset(ctx, dataset)
     base = fetch_base_model(ctx, base_model)
-    config = build_config(job, base)
+    config = build_config(job, base, base_model.family)
     out_dir = job_dir(ctx, job.id) / "run"
     out_dir.mkdir(parents=True, exist_ok=True)
     resumed = restore_latest(ctx, job.id, out_dir)

@@ -98,9 +98,71 @@ class Family(ABC):
         """Write a diffusers-format pipeline folder with the given denoiser weights."""
 
     def export_denoiser(self, model: nn.Module) -> nn.Module:
-        """A plain diffusers module for saving (PEFT helpers merged); identity by default."""
-        return model
+        """A plain diffusers module for saving: DiffFit γ folded in, LoRA merged or dropped."""
+        from models.peft import export_trainable
+
+        return export_trainable(model)
 
     def metadata(self) -> dict[str, Any]:
         """Family facts stored in meta.json (label maps, base model, ...)."""
         return {"family": self.name, "base_fingerprint": self.base_fingerprint}
+
+    # --- run hooks (defaults suit a family with nothing to add) -----------------------------------
+    def attach_dataset(self, dataset: Any, config: TrainConfig) -> None:
+        """Read what the knowledge bank needs from the dataset (before the bank; the model is unchanged)."""
+        return None
+
+    def bank_key_fields(self) -> dict[str, Any]:
+        """Extra facts that change the bank's content (e.g. its prompts), part of its cache key."""
+        return {}
+
+    @abstractmethod
+    def prepare_target(self, dataset: Any, config: TrainConfig, bank: Any, *, cache_dir: Path | None,
+                       progress: Callable[[int, int], None] | None = None) -> Any:
+        """Set up conditions for the target and encode it: returns the target ``LatentSet``."""
+
+    convergence_metric: str | None = None  # name of the metric ``evaluate`` returns, if any
+
+    def evaluate(self, model: nn.Module, config: TrainConfig, generator: torch.Generator) -> dict[str, float]:
+        """Condition-following metrics of a tuned denoiser on a fixed validation set (none by default)."""
+        return {}
+
+
+#################################################################################
+#                        Families on AutoencoderKL latents                      #
+#################################################################################
+
+
+class LatentFamily(Family):
+    """Shared VAE plumbing of latent diffusion families (DiT, SD, ControlNet)."""
+
+    vae: nn.Module
+    device: torch.device
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def sized_module(self) -> nn.Module:
+        """The network whose ``sample_size`` fixes the latent size."""
+        return self.denoiser
+
+    @property
+    def image_size(self) -> int:
+        """Pixel size the base model works at: latent size × the VAE's downsampling factor."""
+        return int(self.sized_module.config.sample_size) * self.vae_factor
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.vae.encode(images.to(self.device)).latent_dist
+        return (dist.mean * self.scaling_factor).cpu(), (dist.std * self.scaling_factor).cpu()
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        images = self.vae.decode(latents.to(self.device) / self.scaling_factor).sample  # (N, 3, H, W)
+        return ((images.float() + 1) / 2).clamp(0, 1).cpu()

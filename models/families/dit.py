@@ -20,9 +20,9 @@ from torch import nn
 
 from models.config import ConfigError, TrainConfig
 from models.difftune import drop_labels
-from models.families.base import Family, fingerprint_module
-from models.peft import merge_difffit
-from models.sampling import denoise, guided, initial_noise, make_sampler
+from models.families.base import LatentFamily, fingerprint_module
+from models.lora import save_lora
+from models.sampling import denoise, guided, initial_noise, make_sampler, sampling_autocast
 
 #################################################################################
 #                               Label tables                                    #
@@ -66,7 +66,7 @@ def _load_error(location: str, err: Exception) -> ConfigError:
     return ConfigError(f"base_model: cannot load a DiT pipeline from {location!r}: {err}")
 
 
-class DiTFamily(Family):
+class DiTFamily(LatentFamily):
     """Class-conditional latent DiT (Peebles & Xie) in diffusers format."""
 
     name = "dit"
@@ -103,12 +103,6 @@ class DiTFamily(Family):
             raise _load_error(location, err) from err
         id2label = _read_id2label(path / "model_index.json") if looks_local else {}
         return cls(transformer, vae, dict(scheduler.config), location=location, id2label=id2label, device=device)
-
-    @property
-    def image_size(self) -> int:
-        """Pixel size the base model works at: latent size × the VAE's downsampling factor."""
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        return int(self.denoiser.config.sample_size) * factor
 
     # --- labels ---------------------------------------------------------------------------------
     @property
@@ -172,24 +166,18 @@ class DiTFamily(Family):
         channels = self.denoiser.config.in_channels
         x = initial_noise((n, channels, size, size), generator, self.device)  # (N, C, h, w)
         scheduler = make_sampler(sampler, self.scheduler_config, steps)
-        with _autocast(self.device):
+        with sampling_autocast(self.device):
             x = denoise(predict, x, scheduler, generator=generator, per_step=per_step)
         return x.float()
 
     # --- data ---------------------------------------------------------------------------------------
-    @property
-    def scaling_factor(self) -> float:
-        return float(self.vae.config.scaling_factor)
+    def prepare_target(self, dataset, config: TrainConfig, bank, *, cache_dir, progress=None):
+        """Map the class folders onto the label table, then encode (and cache) the images."""
+        from models.latents import encode_image_folder
 
-    @torch.no_grad()
-    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dist = self.vae.encode(images.to(self.device)).latent_dist
-        return (dist.mean * self.scaling_factor).cpu(), (dist.std * self.scaling_factor).cpu()
-
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        images = self.vae.decode(latents.to(self.device) / self.scaling_factor).sample  # (N, 3, H, W)
-        return ((images.float() + 1) / 2).clamp(0, 1).cpu()
+        self.setup_labels(dataset.class_names, config.bank_label)
+        return encode_image_folder(self, dataset, resolution=config.resolution, flip=config.random_flip,
+                                   cache_dir=cache_dir, progress=progress)
 
     # --- knowledge bank and samples -------------------------------------------------------------------
     def generate_bank_batch(self, n: int, config: TrainConfig, generator: torch.Generator):
@@ -218,9 +206,6 @@ class DiTFamily(Family):
         return self.decode_latents(latents)
 
     # --- export ---------------------------------------------------------------------------------------
-    def export_denoiser(self, model: nn.Module) -> nn.Module:
-        return merge_difffit(model)
-
     def id2label(self) -> dict[int, str]:
         if self.target_classes is None:
             return dict(self.base_id2label)
@@ -231,6 +216,7 @@ class DiTFamily(Family):
         scheduler = DDPMScheduler.from_config(self.scheduler_config)
         pipe = DiTPipeline(transformer=transformer, vae=self.vae, scheduler=scheduler)
         pipe.save_pretrained(path, safe_serialization=True)
+        save_lora(model, path, "transformer")
         index_file = Path(path) / "model_index.json"
         index = json.loads(index_file.read_text())
         index["id2label"] = {str(k): v for k, v in self.id2label().items()}
@@ -255,7 +241,3 @@ def _read_id2label(index_file: Path) -> dict[int, str]:
         return {}
     return {int(k): str(v) for k, v in raw.items()}
 
-
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA, a no-op elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)

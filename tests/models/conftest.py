@@ -56,3 +56,79 @@ def make_config(tiny_base):
         return tiny_config(tiny_base, **overrides)
 
     return make
+
+
+# --- Stable Diffusion and ControlNet -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    """A random tiny SD pipeline (16 px; a ControlNet is made from its UNet when asked)."""
+    from models.tiny import build_tiny_sd_pipeline
+
+    return build_tiny_sd_pipeline(tmp_path_factory.mktemp("base") / "tiny_sd", seed=0, resolution=RESOLUTION)
+
+
+def write_caption_folder(root: Path, captions: list[str], size: int = 20, seed: int = 0,
+                         controls: bool = False) -> Path:
+    """Random RGB PNGs listed in metadata.jsonl (with square-outline control images when asked)."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, text in enumerate(captions):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f"{i}.png")
+        row = {"file_name": f"{i}.png", "text": text}
+        if controls:
+            edge = np.zeros((size, size, 3), np.uint8)
+            lo, hi = 3 + i % 4, size - 4
+            edge[lo, lo:hi] = edge[hi, lo:hi] = edge[lo:hi, lo] = edge[lo:hi + 1, hi] = 255
+            Image.fromarray(edge).save(root / f"{i}_control.png")
+            row["conditioning_file_name"] = f"{i}_control.png"
+        lines.append(json.dumps(row))
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def caption_folder(tmp_path) -> Path:
+    """Four captioned random 20x20 images with square-outline controls."""
+    return write_caption_folder(tmp_path / "captions", ["a red cat", "a blue dog", "an owl", "a yak"],
+                                controls=True)
+
+
+@pytest.fixture
+def make_sd_config(tiny_sd):
+    def make(**overrides):
+        values = dict(family="sd", sample_every=100, validation_guidance_scale=2.0)
+        values.update(overrides)
+        return tiny_config(tiny_sd, **values)
+
+    return make
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, OpenMP spinning makes tiny models ~100x slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def with_random_lora(model, config, seed: int = 3):
+    """Add ``config``'s LoRA to ``model`` and give its (zero-initialised) B matrices random values."""
+    import torch
+
+    from models.peft import prepare_trainable
+
+    trainable = prepare_trainable(model, config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    return trainable

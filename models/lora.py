@@ -1,0 +1,105 @@
+"""LoRA adapters (peft) on any family's denoiser, saved in diffusers' LoRA format.
+
+Only the low-rank A/B matrices train. On export the pipeline folder gets plain weights: the base
+weights, or with ``lora_merge`` the merged ΔW = (α/r)·B·A added in; the adapter itself is always
+written to ``CKPT/lora/pytorch_lora_weights.safetensors``. For SD that file loads with
+``StableDiffusionPipeline.load_lora_weights(CKPT/"lora")`` onto the base model; for DiT and
+ControlNet (whose pipelines have no LoRA loader) :func:`load_lora` attaches it to a module.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+LORA_DIR = "lora"
+WEIGHTS = "pytorch_lora_weights.safetensors"
+MERGE_FLAG = "_difftune_lora_merge"
+
+
+def lora_config(rank: int, alpha: float | None = None, targets: list[str] | None = None) -> LoraConfig:
+    return LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=list(targets or DEFAULT_TARGETS),
+                      init_lora_weights="gaussian")
+
+
+def apply_lora(model: nn.Module, config: LoraConfig, *, merge: bool = False) -> list[nn.Parameter]:
+    """Freeze ``model``, add a LoRA adapter; return its trainable A/B parameters."""
+    model.requires_grad_(False)
+    if hasattr(model, "add_adapter"):  # diffusers models (UNet, ControlNet): keeps their peft_config
+        model.add_adapter(config)
+    else:
+        inject_adapter_in_model(config, model)
+        model.peft_config = {"default": config}
+    setattr(model, MERGE_FLAG, merge)
+    params = [p for n, p in model.named_parameters() if "lora_" in n]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def has_lora(model: nn.Module) -> bool:
+    return any(isinstance(m, LoraLayer) for m in model.modules())
+
+
+@torch.no_grad()
+def strip_lora(model: nn.Module, *, merge: bool) -> nn.Module:
+    """A copy of ``model`` with plain layers: the LoRA update merged in, or dropped."""
+    plain = copy.deepcopy(model)
+    for name, module in list(plain.named_modules()):
+        if isinstance(module, LoraLayer):
+            if merge:
+                module.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(plain.get_submodule(parent_name) if parent_name else plain, child, module.get_base_layer())
+    for attr in ("peft_config", MERGE_FLAG):
+        plain.__dict__.pop(attr, None)
+    if hasattr(plain, "_hf_peft_config_loaded"):
+        plain._hf_peft_config_loaded = False
+    plain.requires_grad_(True)
+    return plain
+
+
+def export_lora(model: nn.Module) -> nn.Module:
+    """Plain module for a pipeline folder: merged when the adapter was applied with ``merge``."""
+    return strip_lora(model, merge=bool(getattr(model, MERGE_FLAG, False))) if has_lora(model) else model
+
+
+def save_lora(model: nn.Module, checkpoint: Path, prefix: str, pipeline_class=None) -> Path | None:
+    """Write the adapter of ``model`` under ``checkpoint/lora`` (none: nothing written)."""
+    if not has_lora(model):
+        return None
+    folder = Path(checkpoint) / LORA_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    if prefix == "unet" and pipeline_class is not None:
+        from diffusers.utils import convert_state_dict_to_diffusers
+
+        pipeline_class.save_lora_weights(folder, unet_lora_layers=convert_state_dict_to_diffusers(state))
+    else:
+        save_file({f"{prefix}.{k}": v for k, v in state.items()}, str(folder / WEIGHTS))
+    cfg = model.peft_config["default"]
+    (folder / "lora_config.json").write_text(json.dumps(
+        {"prefix": prefix, "r": cfg.r, "lora_alpha": cfg.lora_alpha, "target_modules": sorted(cfg.target_modules)},
+        indent=2))
+    return folder
+
+
+def load_lora(model: nn.Module, folder: str | Path) -> nn.Module:
+    """Attach a LoRA written by :func:`save_lora` (any prefix) to ``model`` in place."""
+    folder = Path(folder)
+    meta = json.loads((folder / "lora_config.json").read_text())
+    apply_lora(model, lora_config(meta["r"], meta["lora_alpha"], meta["target_modules"]))
+    prefix = meta["prefix"] + "."
+    state = {k[len(prefix):]: v for k, v in load_file(folder / WEIGHTS).items() if k.startswith(prefix)}
+    result = set_peft_model_state_dict(model, state)
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"{folder}: LoRA keys do not match the model: {result.unexpected_keys[:3]}")
+    return model.requires_grad_(False)
