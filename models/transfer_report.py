@@ -13,13 +13,18 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 
 from models.grid import to_pil_grid
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    """Write a PNG with a 256-colour palette (plots and digit grids stay small enough to commit)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
+    with Image.open(path) as img:
+        small = img.convert("RGB").quantize(256)
+    small.save(path, optimize=True)
     return path
 
 
@@ -54,8 +59,8 @@ def plot_fd_curves(summary: dict[str, Any], path: Path) -> Path:
         ax.set_title(f"guidance {g}")
         ax.set_xlabel("fine-tuning step")
         ax.set_ylabel("FD (domain features) ↓")
-        ax.set_yscale("log")
         ax.grid(alpha=0.3)
+    fig.subplots_adjust(wspace=0.3)
     fig.axes[0].legend(fontsize=7)
     return _save(fig, path)
 
@@ -90,7 +95,6 @@ def plot_probe(result: dict[str, Any], path: Path) -> Path:
                     label=f"{direction} (g={g})")
     ax.set_xlabel("swap step t* (first model for t ≥ t*, second below)")
     ax.set_ylabel("FD to target data ↓")
-    ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -113,13 +117,13 @@ def markdown_report(results: dict[str, Any]) -> str:
         "images** (not Inception); values are comparable only within this benchmark. "
         f"Classifier: {json.dumps({k: results['extractor'].get(k) for k in ('val_accuracy', 'real_images')})}.", "",
         f"## Step {final} (mean ± std [min, max] over seeds)", "",
-        "| method | guidance | FD | KID ×1e3 | class fidelity |", "|---|---|---|---|---|",
+        "| method | guidance | FD | KID | class fidelity |", "|---|---|---|---|---|",
     ]
     for method, per_g in summary.items():
         for g, per_step in sorted(per_g.items(), key=lambda kv: float(kv[0])):
             cell = per_step[final]
-            kid = {k: v * 1e3 for k, v in cell["kid_mean"].items() if k != "n"}
-            lines.append(f"| {method} | {g} | {pm(cell['fd'])} | {pm(kid)} | {pm(cell['class_fidelity'])} |")
+            lines.append(f"| {method} | {g} | {pm(cell['fd'])} | {pm(cell['kid_mean'], 3)} | "
+                         f"{pm(cell['class_fidelity'])} |")
     lines += ["", f"Step 0 is the base model. Wall time {results['seconds']['total']:.0f} s "
               f"({results['torch_threads']} torch threads, {results['device']}).", "",
               "![FD vs step](fd_vs_step.png)", "", "![samples](samples.png)", ""]
