@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,26 @@ def train_flops_per_image(trainer) -> float:
     return counter.get_total_flops() / latents.shape[0]
 
 
+def time_steps(step: Callable[[], Any], setup: BenchSetup) -> dict[str, Any]:
+    """Warm up, then time ``setup.steps`` calls of ``step``: images/s, step times, peak memory."""
+    for _ in range(setup.warmup):
+        step()
+    _sync(setup.device)
+    if setup.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(setup.device)
+    times = []
+    for _ in range(setup.steps):
+        start = time.perf_counter()
+        step()
+        _sync(setup.device)
+        times.append(time.perf_counter() - start)
+    mean = statistics.mean(times)
+    return {"images_per_sec": setup.batch / mean, "step_time_ms": mean * 1e3,
+            "step_time_p50_ms": statistics.median(times) * 1e3,
+            "peak_memory_gb": (torch.cuda.max_memory_allocated(setup.device) / 2**30
+                               if setup.device.startswith("cuda") else None)}
+
+
 def bench_training(setup: BenchSetup, tmp: Path) -> dict[str, Any]:
     """images/s, step time, peak memory and MFU of the real training step."""
     from models.trainer import Trainer
@@ -118,27 +139,14 @@ def bench_training(setup: BenchSetup, tmp: Path) -> dict[str, Any]:
                            "resolution": setup.resolution, "max_steps": 10**9})
     trainer = Trainer(family, config, latents, bank if config.uses_bank else None, tmp)
     flops = train_flops_per_image(trainer)
-    for _ in range(setup.warmup):
-        trainer.train_step()
-    _sync(setup.device)
-    if setup.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats(setup.device)
-    times = []
-    for _ in range(setup.steps):
-        start = time.perf_counter()
-        trainer.train_step()
-        _sync(setup.device)
-        times.append(time.perf_counter() - start)
-    step = statistics.mean(times)
-    ips = setup.batch / step
+    timing = time_steps(trainer.train_step, setup)
+    ips = timing["images_per_sec"]
     peak = peak_flops(setup.device)
     return {
         "benchmark": "train", **setup.__dict__,
         "params_m": sum(p.numel() for p in family.denoiser.parameters()) / 1e6,
         "trainable_params_m": sum(p.numel() for p in trainer.module.parameters() if p.requires_grad) / 1e6,
-        "images_per_sec": ips, "step_time_ms": step * 1e3, "step_time_p50_ms": statistics.median(times) * 1e3,
-        "peak_memory_gb": (torch.cuda.max_memory_allocated(setup.device) / 2**30
-                           if setup.device.startswith("cuda") else None),
+        **timing,
         "train_gflops_per_image": flops / 1e9,
         "mfu": (flops * ips / peak) if peak else None,
         "device_name": torch.cuda.get_device_name(setup.device) if setup.device.startswith("cuda") else "cpu",
@@ -163,3 +171,14 @@ def bench_bank(setup: BenchSetup, *, images: int = 64, steps: int = 50, guidance
     elapsed = time.perf_counter() - start
     return {"benchmark": "bank", **setup.__dict__, "images": images, "ddim_steps": steps,
             "guidance_scale": guidance, "images_per_sec": images / elapsed, "seconds": elapsed}
+
+
+def bench_diffusers_baseline(setup: BenchSetup) -> dict[str, Any]:
+    """The same figures for diffusers' train_text_to_image.py step (models/bench_sd.py), SD models only."""
+    from models.bench_sd import diffusers_baseline_step
+
+    if not setup.model.startswith("SD-") or "ControlNet" in setup.model:
+        raise ValueError(f"model: the diffusers baseline is for SD-1.5 / SD-tiny, not {setup.model!r}")
+    step = diffusers_baseline_step(setup.model, setup.resolution, setup.batch, setup.device)
+    return {"benchmark": "diffusers_train_text_to_image", "model": setup.model, "resolution": setup.resolution,
+            "batch": setup.batch, "device": setup.device, **time_steps(step, setup)}

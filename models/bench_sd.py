@@ -64,3 +64,70 @@ def synthetic_sd_family(model: str, resolution: int, device: str, n: int = 256):
     latents = LatentSet(mean=torch.randn(n, 1, 4, size, size), std=torch.full((n, 1, 4, size, size), 0.05),
                         labels=labels)
     return family, latents, KnowledgeBank(latents=torch.randn(n, 4, size, size), conditions=bank_cond)
+
+
+#################################################################################
+#           Baseline: diffusers' train_text_to_image.py step (defaults)         #
+#################################################################################
+
+
+def sd_vae(model: str):
+    """SD's AutoencoderKL architecture (4 levels, 8× downsampling), or the tiny one."""
+    from diffusers import AutoencoderKL
+
+    if not model.startswith("SD-1.5"):
+        return tiny_vae()
+    return AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         sample_size=512)
+
+
+def sd_text_encoder(model: str):
+    """CLIP ViT-L/14's text tower (SD-1.5's), or the tiny one; 77 tokens."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    if not model.startswith("SD-1.5"):
+        return tiny_text_encoder(max_length=TEXT_LENGTH)
+    return CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                                       num_hidden_layers=12, num_attention_heads=12,
+                                       max_position_embeddings=TEXT_LENGTH))
+
+
+def diffusers_baseline_step(model: str, resolution: int, batch: int, device: str):
+    """One step of ``examples/text_to_image/train_text_to_image.py`` with its defaults and
+    ``--mixed_precision fp16`` (fp32 on CPU): VAE-encode and CLIP-encode every batch, uniform t,
+    ε-MSE, fp16 autocast + GradScaler, AdamW (wd 1e-2), grad-norm clip 1.0, no EMA."""
+    import torch.nn.functional as F
+
+    cuda = device.startswith("cuda")
+    dtype = torch.float16 if cuda else torch.float32
+    torch.manual_seed(0)
+    unet = build_sd_unet(model, resolution).to(device).train()
+    vae = sd_vae(model).to(device, dtype).requires_grad_(False)
+    text_encoder = sd_text_encoder(model).to(device, dtype).requires_grad_(False)
+    scheduler = sd_scheduler()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    images = torch.rand(batch, 3, resolution, resolution, device=device) * 2 - 1  # (B, 3, R, R)
+    ids = torch.randint(0, text_encoder.config.vocab_size, (batch, TEXT_LENGTH), device=device)
+    alphas = scheduler.alphas_cumprod.to(device)
+
+    def step() -> None:
+        with torch.no_grad():
+            latents = vae.encode(images.to(dtype)).latent_dist.sample() * vae.config.scaling_factor  # (B, 4, h, w)
+            emb = text_encoder(ids)[0]  # (B, 77, D)
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, 1000, (batch,), device=device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        with torch.autocast(device.split(":")[0], dtype=torch.float16, enabled=cuda):
+            pred = unet(noisy, t, encoder_hidden_states=emb).sample
+        loss = F.mse_loss(pred.float(), noise.float())
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step

@@ -233,9 +233,11 @@ def bench_throughput(
     device: Annotated[str | None, typer.Option(help="cpu or cuda [default: cuda if available]")] = None,
     bank: Annotated[bool, typer.Option(help="Also time knowledge-bank generation (DDIM 50, CFG).")] = False,
     bank_images: int = 64,
+    baseline: Annotated[bool, typer.Option(help="SD models: also time diffusers' train_text_to_image.py step "
+                                                "(defaults, fp16 mixed precision) on the same batch.")] = False,
 ) -> None:
     """Training images/s, step time, peak memory and MFU; prints one JSON object per line."""
-    from models.bench import BenchSetup, bench_bank, bench_training
+    from models.bench import BenchSetup, bench_bank, bench_diffusers_baseline, bench_training
     from models.distributed import default_device
 
     if device is None and default_device() == "cuda":
@@ -251,6 +253,8 @@ def bench_throughput(
             print(json.dumps(bench_training(setup, Path(tmp))), flush=True)
             if bank:
                 print(json.dumps(bench_bank(setup, images=bank_images)), flush=True)
+            if baseline:
+                print(json.dumps(bench_diffusers_baseline(setup)), flush=True)
         except ValueError as err:
             _fail(str(err))
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from models.config import TrainConfig
+from models.sampling import denoise, initial_noise, make_sampler, sampling_autocast
 
 # A denoising function (x_t, t) -> model output, used by samplers; families build one per model.
 PredictFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -138,6 +139,7 @@ class LatentFamily(Family):
 
     vae: nn.Module
     device: torch.device
+    scheduler_config: dict
 
     @property
     def vae_factor(self) -> int:
@@ -152,6 +154,17 @@ class LatentFamily(Family):
     def image_size(self) -> int:
         """Pixel size the base model works at: latent size × the VAE's downsampling factor."""
         return int(self.sized_module.config.sample_size) * self.vae_factor
+
+    @torch.no_grad()
+    def sample_chain(self, predict, n: int, *, steps: int, sampler: str, generator: torch.Generator,
+                     per_step: bool = False) -> torch.Tensor:
+        """Run the reverse chain from fresh noise for ``n`` latents; ``per_step`` as in ``denoise``."""
+        size, channels = self.sized_module.config.sample_size, self.sized_module.config.in_channels
+        x = initial_noise((n, channels, size, size), generator, self.device)  # (N, C, h, w)
+        scheduler = make_sampler(sampler, self.scheduler_config, steps)
+        with sampling_autocast(self.device):
+            x = denoise(predict, x, scheduler, generator=generator, per_step=per_step)
+        return x.float()
 
     @property
     def scaling_factor(self) -> float:

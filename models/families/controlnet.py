@@ -55,8 +55,10 @@ class ControlNetFamily(SDFamily):
                 raise ConfigError(f"base_model: cannot load {location}/controlnet: {err}") from err
         else:
             levels = len(parts["vae"].config.block_out_channels)
-            controlnet = ControlNetModel.from_unet(parts["unet"],
-                                                   conditioning_embedding_out_channels=CONDITIONING_CHANNELS[:levels])
+            with torch.random.fork_rng():  # a fresh ControlNet's random layers depend on the seed only
+                torch.manual_seed(config.seed if config else 0)
+                controlnet = ControlNetModel.from_unet(
+                    parts["unet"], conditioning_embedding_out_channels=CONDITIONING_CHANNELS[:levels])
         return cls(controlnet, **parts, location=location, device=device)
 
     # --- controls -------------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ class ControlNetFamily(SDFamily):
         was_training = model.training
         text = self.encode_prompts(prompts).to(self.device)
         fn = self.guided_fn(self.control_call(model.eval(), controls), text, config.validation_guidance_scale)
-        latents = self.sample_latents(fn, len(prompts), steps=config.sample_steps, sampler="ddim",
+        latents = self.sample_chain(fn, len(prompts), steps=config.sample_steps, sampler="ddim",
                                       generator=generator)
         model.train(was_training)
         return controls, self.decode_latents(latents)

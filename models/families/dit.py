@@ -22,7 +22,7 @@ from models.config import ConfigError, TrainConfig
 from models.difftune import drop_labels
 from models.families.base import LatentFamily, fingerprint_module
 from models.lora import save_lora
-from models.sampling import denoise, guided, initial_noise, make_sampler, sampling_autocast
+from models.sampling import guided
 
 #################################################################################
 #                               Label tables                                    #
@@ -157,18 +157,6 @@ class DiTFamily(LatentFamily):
         """Latents for ``labels`` sampled with CFG against the ``null`` label."""
         predict = self._predict_fn(model, labels.to(self.device), null, guidance)
         return self.sample_chain(predict, len(labels), steps=steps, sampler=sampler, generator=generator)
-
-    @torch.no_grad()
-    def sample_chain(self, predict, n: int, *, steps: int, sampler: str, generator: torch.Generator,
-                     per_step: bool = False) -> torch.Tensor:
-        """Run the reverse chain from fresh noise for ``n`` latents; ``per_step`` as in ``denoise``."""
-        size = self.denoiser.config.sample_size
-        channels = self.denoiser.config.in_channels
-        x = initial_noise((n, channels, size, size), generator, self.device)  # (N, C, h, w)
-        scheduler = make_sampler(sampler, self.scheduler_config, steps)
-        with sampling_autocast(self.device):
-            x = denoise(predict, x, scheduler, generator=generator, per_step=per_step)
-        return x.float()
 
     # --- data ---------------------------------------------------------------------------------------
     def prepare_target(self, dataset, config: TrainConfig, bank, *, cache_dir, progress=None):

@@ -27,7 +27,7 @@ from models.config import ConfigError, TrainConfig
 from models.difftune import drop_labels
 from models.families.base import LatentFamily, fingerprint_module
 from models.lora import save_lora
-from models.sampling import denoise, guided, initial_noise, make_sampler, sampling_autocast
+from models.sampling import guided
 
 MAX_VALIDATION_PROMPTS = 4
 
@@ -170,17 +170,6 @@ class SDFamily(LatentFamily):
         empty = self.text_table[:1].to(self.device).expand_as(text)  # (N, L, D)
         return guided(lambda x, t: call(x, t, text), lambda x, t: call(x, t, empty), guidance)
 
-    @torch.no_grad()
-    def sample_latents(self, predict_fn, n: int, *, steps: int, sampler: str,
-                       generator: torch.Generator) -> torch.Tensor:
-        """n latents from ``predict_fn`` with a fresh ``sampler`` schedule."""
-        size, channels = self.unet.config.sample_size, self.unet.config.in_channels
-        x = initial_noise((n, channels, size, size), generator, self.device)  # (n, C, h, w)
-        scheduler = make_sampler(sampler, self.scheduler_config, steps)
-        with sampling_autocast(self.device):
-            x = denoise(predict_fn, x, scheduler, generator=generator)
-        return x.float()
-
     # --- knowledge bank and samples -----------------------------------------------------------------
     def generate_bank_batch(self, n: int, config: TrainConfig, generator: torch.Generator):
         """n base-model images for prompts drawn from ``bank_prompts``; conditions are prompt ids."""
@@ -188,7 +177,7 @@ class SDFamily(LatentFamily):
         text = self.encode_prompts([self.bank_prompts[i] for i in ids.tolist()]).to(self.device)
         bank = config.bank
         fn = self.guided_fn(self.text_call(self.unet.eval()), text, bank.guidance_scale)
-        latents = self.sample_latents(fn, n, steps=bank.num_inference_steps, sampler=bank.sampler,
+        latents = self.sample_chain(fn, n, steps=bank.num_inference_steps, sampler=bank.sampler,
                                       generator=generator)
         return latents.cpu(), ids
 
@@ -199,7 +188,7 @@ class SDFamily(LatentFamily):
         was_training = model.training
         text = self.encode_prompts(self.validation_prompts(config)).to(self.device)
         fn = self.guided_fn(self.text_call(model.eval()), text, config.validation_guidance_scale)
-        latents = self.sample_latents(fn, len(text), steps=config.sample_steps, sampler="ddim", generator=generator)
+        latents = self.sample_chain(fn, len(text), steps=config.sample_steps, sampler="ddim", generator=generator)
         model.train(was_training)
         return self.decode_latents(latents)
 

@@ -132,3 +132,39 @@ def with_random_lora(model, config, seed: int = 3):
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
     return trainable
+
+
+def build_trainer(config, data_dir, out_dir, cache_dir):
+    """What run_training does before fitting, for any family: dataset, base, bank, target, Trainer."""
+    from models.bank import build_bank
+    from models.families import load_family, scan_dataset
+    from models.trainer import Trainer
+
+    family = load_family(config)
+    dataset = scan_dataset(config, data_dir)
+    family.attach_dataset(dataset, config)
+    bank = build_bank(family, config, cache_dir) if config.uses_bank else None
+    latents = family.prepare_target(dataset, config, bank, cache_dir=cache_dir)
+    return Trainer(family, config, latents, bank, out_dir)
+
+
+def check_exact_resume(config, data_dir, tmp_path, stop_at: int):
+    """Run ``config.max_steps`` unbroken, and stop at ``stop_at`` then resume in a fresh Trainer:
+    the later losses and the final weights must be equal bit for bit. Returns the resumed Trainer."""
+    import torch
+
+    from models import checkpoints as ckpt
+
+    unbroken = build_trainer(config, data_dir, tmp_path / "a", tmp_path / "c")
+    losses = [unbroken.train_step()["loss"].item() for _ in range(config.max_steps)]
+    first = build_trainer(config.model_copy(update={"max_steps": stop_at}), data_dir, tmp_path / "b", tmp_path / "c")
+    first.fit()
+    resumed = build_trainer(config, data_dir, tmp_path / "b", tmp_path / "c")
+    resumed.resume(ckpt.latest_checkpoint(tmp_path / "b"))
+    assert resumed.step == stop_at
+    state = resumed.evaluation and dict(resumed.evaluation)
+    assert [resumed.train_step()["loss"].item() for _ in range(config.max_steps - stop_at)] == losses[stop_at:]
+    for (name, a), b in zip(unbroken.module.state_dict().items(), resumed.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    resumed.evaluation_at_resume = state
+    return resumed

@@ -27,3 +27,13 @@ def test_sd15_unet_has_the_sd15_architecture():
     unet = build_sd_unet("SD-1.5", 512)
     assert unet.config.sample_size == 64 and unet.config.cross_attention_dim == 768
     assert sum(p.numel() for p in unet.parameters()) == pytest.approx(860e6, rel=0.01)
+
+
+def test_diffusers_baseline_step_runs_on_the_tiny_sd(tmp_path):
+    from models.bench import bench_diffusers_baseline
+
+    out = bench_diffusers_baseline(BenchSetup(model="SD-tiny", resolution=16, batch=2, steps=2, warmup=1,
+                                              device="cpu"))
+    assert out["benchmark"] == "diffusers_train_text_to_image" and out["images_per_sec"] > 0
+    with pytest.raises(ValueError, match="not 'DiT-tiny/2'"):
+        bench_diffusers_baseline(BenchSetup(model="DiT-tiny/2", device="cpu"))

@@ -17,7 +17,7 @@ from models.families import load_family, scan_dataset
 from models.lora import load_lora
 from models.run import run_training
 
-from .conftest import with_random_lora, write_caption_folder
+from .conftest import check_exact_resume, with_random_lora, write_caption_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -142,3 +142,11 @@ def test_controlnet_lora_round_trips(make_cn_config, caption_folder, tmp_path):
         fresh = load_family(config.model_copy(update={"base_model": str(tmp_path / "ck")}))
         load_lora(fresh.denoiser, tmp_path / "ck" / "lora")
         assert torch.allclose(family.predict(fresh.denoiser, x, t, cond), tuned, atol=1e-5)
+
+
+def test_controlnet_resume_is_exact_and_keeps_the_convergence_record(make_cn_config, caption_folder, tmp_path):
+    config = make_cn_config(max_steps=4, checkpoint_every=2, eval_every=2, label_dropout=0.3,
+                            convergence_threshold=1e-6)
+    resumed = check_exact_resume(config, caption_folder, tmp_path, stop_at=2)
+    record = resumed.evaluation_at_resume
+    assert record["converged_at_step"] == 2 and [s for s, _ in record["history"]] == [2]

@@ -10,27 +10,17 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from models import checkpoints as ckpt
-from models.bank import bank_key, build_bank
+from models.bank import bank_key
 from models.captions import scan_caption_folder
 from models.data import DatasetError
 from models.families import load_family, scan_dataset
 from models.peft import apply_difffit, merge_difffit
 from models.run import run_training
-from models.trainer import Trainer
 
-from .conftest import with_random_lora, write_caption_folder
+from .conftest import build_trainer, check_exact_resume, with_random_lora, write_caption_folder
 
 PIPE = dict(safety_checker=None, requires_safety_checker=False)
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _trainer(config, data_dir, out_dir, cache_dir):
-    family = load_family(config)
-    dataset = scan_dataset(config, data_dir)
-    family.attach_dataset(dataset, config)
-    bank = build_bank(family, config, cache_dir) if config.uses_bank else None
-    latents = family.prepare_target(dataset, config, bank, cache_dir=cache_dir)
-    return Trainer(family, config, latents, bank, out_dir)
 
 
 def _unet_inputs(family, n=2):
@@ -76,7 +66,7 @@ def test_bad_captions_files_name_the_file_and_line(tmp_path):
 
 def test_target_rows_use_caption_ids_and_bank_rows_the_empty_prompt(make_sd_config, caption_folder, tmp_path):
     config = make_sd_config(batch_size=10, label_dropout=0.0)
-    trainer = _trainer(config, caption_folder, tmp_path / "o", tmp_path / "c")
+    trainer = build_trainer(config, caption_folder, tmp_path / "o", tmp_path / "c")
     family = trainer.family
     _, _, cond = trainer.next_batch()
     assert sorted(set(cond[:8].tolist())) == [1, 2, 3, 4] and cond[8:].tolist() == [0, 0]
@@ -88,7 +78,7 @@ def test_target_rows_use_caption_ids_and_bank_rows_the_empty_prompt(make_sd_conf
 
 def test_prompt_conditioned_retention_and_user_bank_prompts(make_sd_config, caption_folder, tmp_path):
     config = make_sd_config(batch_size=10, bank_label="prompt", bank_prompts=["a castle", "a tree"])
-    trainer = _trainer(config, caption_folder, tmp_path / "o", tmp_path / "c")
+    trainer = build_trainer(config, caption_folder, tmp_path / "o", tmp_path / "c")
     family = trainer.family
     _, _, cond = trainer.next_batch()
     assert all(family.bank_offset <= c < family.bank_offset + 2 for c in cond[8:].tolist())
@@ -125,16 +115,8 @@ def test_sd_run_writes_a_pipeline_that_diffusers_loads(make_sd_config, caption_f
 
 
 def test_sd_resume_reproduces_the_unbroken_run(make_sd_config, caption_folder, tmp_path):
-    config = make_sd_config(max_steps=5, checkpoint_every=3, label_dropout=0.3)
-    unbroken = _trainer(config, caption_folder, tmp_path / "a", tmp_path / "c")
-    losses_a = [unbroken.train_step()["loss"].item() for _ in range(5)]
-    first = _trainer(config.model_copy(update={"max_steps": 3}), caption_folder, tmp_path / "b", tmp_path / "c")
-    first.fit()
-    resumed = _trainer(config, caption_folder, tmp_path / "b", tmp_path / "c")
-    resumed.resume(ckpt.latest_checkpoint(tmp_path / "b"))
-    assert [resumed.train_step()["loss"].item() for _ in range(2)] == losses_a[3:]
-    for (name, a), b in zip(unbroken.module.state_dict().items(), resumed.module.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    check_exact_resume(make_sd_config(max_steps=5, checkpoint_every=3, label_dropout=0.3), caption_folder,
+                       tmp_path, stop_at=3)
 
 
 # --- PEFT ----------------------------------------------------------------------------------------------
@@ -163,7 +145,7 @@ def test_sd_lora_saves_diffusers_loadable_weights(make_sd_config, tmp_path, merg
 
 def test_lora_with_standard_fine_tuning_trains_only_the_adapter(make_sd_config, caption_folder, tmp_path):
     config = make_sd_config(method="standard", peft="lora", max_steps=2, checkpoint_every=2)
-    trainer = _trainer(config, caption_folder, tmp_path / "o", tmp_path / "c")
+    trainer = build_trainer(config, caption_folder, tmp_path / "o", tmp_path / "c")
     frozen = {n: p.clone() for n, p in trainer.module.named_parameters() if "lora_" not in n}
     trainer.fit()
     assert all(torch.equal(p, frozen[n]) for n, p in trainer.module.named_parameters() if "lora_" not in n)
