@@ -57,13 +57,11 @@ def transfer(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Transfer benchmark: standard vs Diff-Tuning (and baselines) on a few-shot target, several seeds."""
-    from models.transfer import digits_preset, parse_method, run_transfer
+    from models.transfer import digits_preset, run_transfer
 
     _entry(threads)
     methods = method or ["standard", "difftune"]
     try:
-        for spec in methods:
-            parse_method(spec)
         options = dict(methods=methods, seeds=seeds, steps=steps, eval_every=eval_every, per_class=per_class,
                        guidances=_guidances(guidance))
         if preset == "digits":
@@ -72,6 +70,8 @@ def transfer(
             raise ValueError(f"preset: unknown {preset!r} (available: digits)")
         else:
             setup = _general_setup(out, source, target, heldout, base, config, base_steps, options)
+        for spec in methods:  # every method's config is valid before anything trains
+            setup.config(spec, seed=0)
     except ValueError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(code=2) from None

@@ -77,6 +77,7 @@ class TransferSetup:
     train: dict[str, Any] = field(default_factory=dict)  # base TrainConfig fields (resolution, lr, bank...)
 
     def config(self, spec: str, seed: int):
+        """The TrainConfig of one (method, seed) run."""
         values = {**self.train, "seed": seed, "max_steps": self.steps, "checkpoint_every": self.eval_every,
                   "sample_every": self.steps, "keep_checkpoints": 1, "base_model": str(self.base)}
         for key, value in parse_method(spec).items():

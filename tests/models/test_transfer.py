@@ -49,6 +49,8 @@ def test_transfer_benchmark_smoke_and_probe(tiny_base, tmp_path):
     args = ["bench", "transfer", "--base", str(tiny_base), "--target", str(target), "--heldout", str(heldout),
             "--config", str(config), "--out", str(out), "--seeds", "2", "--steps", "4", "--eval-every", "2",
             "--per-class", "3", "--method", "standard", "--method", "difftune:bank_share=0.25"]
+    bad = runner.invoke(app, [*args, "--method", "difftune:bank_shares=0.5"])
+    assert bad.exit_code == 2 and "bank_shares" in bad.output and not (out / "runs").exists()
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "[difftune:bank_share=0.25 seed 1] step 4" in result.output  # progress lines
