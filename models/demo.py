@@ -147,15 +147,18 @@ class DemoResult:
 
 
 def run_demo(work: Path, *, cache_dir: Path | None = None, steps: int = 400, base_steps: int = 1500,
-             vae_steps: int = 400, say: Say = print) -> DemoResult:
-    """Build (or reuse) the base model, Diff-Tune it on few-shot target digits, return outputs."""
+             vae_steps: int = 400, say: Say = print, **overrides) -> DemoResult:
+    """Build (or reuse) the base model, Diff-Tune it on few-shot target digits, return outputs.
+
+    ``overrides`` are TrainConfig fields for the tuning run (e.g. a smaller bank in tests).
+    """
     work = Path(work)
     cache_dir = cache_dir or work / "cache"
     domains = prepare_domains(work / "data")
     base = build_base_model(work, domains["source"], cache_dir, steps=base_steps, vae_steps=vae_steps, say=say)
     say(f"diff-tuning: {domains['target']} (10 shots of each of digits 5-9) for {steps} steps")
-    config = demo_config(str(base), max_steps=steps, checkpoint_every=max(steps // 2, 1),
-                         sample_every=max(steps // 2, 1))
+    config = demo_config(str(base), **{"max_steps": steps, "checkpoint_every": max(steps // 2, 1),
+                                       "sample_every": max(steps // 2, 1), **overrides})
     out = work / "difftune_run"
     result = run_training(
         config, data_dir=domains["target"], out_dir=out, cache_dir=cache_dir, resume=True,

@@ -14,7 +14,8 @@ from models.demo import run_demo
 
 def test_demo_pipeline_builds_a_base_model_and_difftunes_it(tmp_path):
     lines = []
-    result = run_demo(tmp_path, steps=4, base_steps=6, vae_steps=3, say=lines.append)
+    small = {"bank": {"size": 16, "batch_size": 16, "num_inference_steps": 2}, "sample_steps": 2}
+    result = run_demo(tmp_path, steps=4, base_steps=6, vae_steps=3, say=lines.append, **small)
     assert (tmp_path / "data" / "source" / "digit_0").is_dir()
     assert len(list((tmp_path / "data" / "target" / "digit_5").iterdir())) == 10  # 10 shots per class
     base = DiTPipeline.from_pretrained(result.base_model)
@@ -26,7 +27,7 @@ def test_demo_pipeline_builds_a_base_model_and_difftunes_it(tmp_path):
     with Image.open(result.samples) as grid:
         assert grid.size == (5 * 16 + 6 * 2, 4 * 16 + 5 * 2)  # 20 validation images, 5 per row
     assert any("diff-tuning" in line for line in lines)
-    again = run_demo(tmp_path, steps=4, say=lines.append)  # reuses the base model and the finished run
+    again = run_demo(tmp_path, steps=4, say=lines.append, **small)  # reuses the base model and the finished run
     assert again.base_model == result.base_model and "base model: reusing" in " ".join(lines)
 
 
