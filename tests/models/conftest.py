@@ -108,17 +108,6 @@ def make_sd_config(tiny_sd):
     return make
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP spinning makes tiny models ~100x slower."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def with_random_lora(model, config, seed: int = 3):
     """Add ``config``'s LoRA to ``model`` and give its (zero-initialised) B matrices random values."""
     import torch
