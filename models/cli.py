@@ -144,20 +144,28 @@ def bank(
 @app.command()
 def sample(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (diffusers format).")],
-    labels: Annotated[str, typer.Option(help="Comma-separated target labels, e.g. 0,1,2.")],
+    labels: Annotated[str, typer.Option(help="DiT: comma-separated target labels, e.g. 0,1,2.")] = "",
+    prompt: Annotated[list[str] | None, typer.Option(help="SD/ControlNet: a prompt (repeat for several).")] = None,
+    control: Annotated[Path | None, typer.Option(help="ControlNet: the control image for every prompt.")] = None,
     out: Annotated[Path, typer.Option(help="PNG file for the grid.")] = Path("grid.png"),
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.0,
     steps: Annotated[int, typer.Option(help="DDIM steps.")] = 50,
     seed: int = 0,
     device: Annotated[str | None, typer.Option(help="cpu or cuda [default: cuda if available]")] = None,
 ) -> None:
-    """Draw a sample grid from a checkpoint with CFG."""
+    """Draw a sample grid from a checkpoint with CFG (DiT: labels; SD: prompts; ControlNet: + control)."""
     import torch
 
     from models.distributed import default_device
     from models.families.dit import DiTFamily
     from models.grid import save_grid
 
+    if _pipeline_class(checkpoint).startswith("StableDiffusion"):
+        images = _sample_prompts(checkpoint, prompt or [], control, guidance=guidance, steps=steps, seed=seed,
+                                 device=device or default_device())
+        save_grid(images, out)
+        print(f"wrote {out}")
+        return
     try:
         wanted = [int(x) for x in labels.split(",") if x.strip()]
         family = DiTFamily.from_pretrained(str(checkpoint), device=device or default_device())
@@ -173,6 +181,41 @@ def sample(
                                     generator=torch.Generator().manual_seed(seed))
     save_grid(family.decode_latents(latents), out)
     print(f"wrote {out}")
+
+
+def _pipeline_class(checkpoint: Path) -> str:
+    try:
+        return str(json.loads((checkpoint / "model_index.json").read_text()).get("_class_name", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def _sample_prompts(checkpoint: Path, prompts: list[str], control: Path | None, *, guidance: float, steps: int,
+                    seed: int, device: str):
+    """SD / ControlNet sample images (ControlNet: condition | generated side by side)."""
+    import torch
+
+    from models.data import load_image
+    from models.families.controlnet import ControlNetFamily
+    from models.families.sd import SDFamily
+
+    is_controlnet = (checkpoint / "controlnet").is_dir()
+    if not prompts:
+        _fail("prompt: give at least one --prompt for a Stable Diffusion checkpoint")
+    if is_controlnet != (control is not None):
+        _fail("control: a ControlNet checkpoint needs --control IMAGE" if is_controlnet
+              else "control: only ControlNet checkpoints take --control")
+    try:
+        family = (ControlNetFamily if is_controlnet else SDFamily).from_pretrained(str(checkpoint), device=device)
+        controls = None
+        if control is not None:
+            image = load_image(control, family.image_size).add(1).div(2)  # (3, R, R) in [0, 1]
+            controls = image.expand(len(prompts), -1, -1, -1)  # (n, 3, R, R)
+        images = family.generate_images(family.denoiser, prompts, guidance=guidance, steps=steps,
+                                        generator=torch.Generator().manual_seed(seed), controls=controls)
+    except (ValueError, OSError) as err:
+        _fail(str(err))
+    return images if controls is None else torch.cat([controls, images], dim=-1)
 
 
 @app.command("library-demo")

@@ -118,6 +118,11 @@ class ControlNetFamily(SDFamily):
 
         return call
 
+    def model_call(self, model: nn.Module, controls: torch.Tensor | None = None):
+        if controls is None:
+            raise ValueError("control: a ControlNet samples from control images; give one per prompt")
+        return self.control_call(model, controls)
+
     def predict(self, model: nn.Module, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         controls = self.controls[cond[:, 1].cpu()]  # (N, 3, H, W)
         return self.control_call(model, controls)(noisy, t, self.embeddings(cond[:, 0]))
@@ -133,13 +138,9 @@ class ControlNetFamily(SDFamily):
     def generate(self, model: nn.Module, config: TrainConfig, generator: torch.Generator):
         """(controls, images) of the validation set, both (n, 3, H, W) in [0, 1]."""
         prompts, controls = self.validation_set(config)
-        was_training = model.training
-        text = self.encode_prompts(prompts).to(self.device)
-        fn = self.guided_fn(self.control_call(model.eval(), controls), text, config.validation_guidance_scale)
-        latents = self.sample_chain(fn, len(prompts), steps=config.sample_steps, sampler="ddim",
-                                      generator=generator)
-        model.train(was_training)
-        return controls, self.decode_latents(latents)
+        images = self.generate_images(model, prompts, guidance=config.validation_guidance_scale,
+                                      steps=config.sample_steps, generator=generator, controls=controls)
+        return controls, images
 
     def sample_grid(self, model: nn.Module, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
         controls, images = self.generate(model, config, generator)

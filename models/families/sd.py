@@ -184,13 +184,24 @@ class SDFamily(LatentFamily):
     def validation_prompts(self, config: TrainConfig) -> list[str]:
         return list(config.validation_prompts or self.captions[:MAX_VALIDATION_PROMPTS] or [""])
 
-    def sample_grid(self, model: nn.Module, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    def model_call(self, model: nn.Module, controls: torch.Tensor | None = None):
+        """(x_t, t, text embeddings) -> ε for sampling with ``model`` (controls: ControlNet only)."""
+        return self.text_call(model)
+
+    @torch.no_grad()
+    def generate_images(self, model: nn.Module, prompts: list[str], *, guidance: float, steps: int,
+                        generator: torch.Generator, controls: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [0, 1] (n, 3, H, W) for ``prompts``: DDIM with CFG against the empty prompt."""
         was_training = model.training
-        text = self.encode_prompts(self.validation_prompts(config)).to(self.device)
-        fn = self.guided_fn(self.text_call(model.eval()), text, config.validation_guidance_scale)
-        latents = self.sample_chain(fn, len(text), steps=config.sample_steps, sampler="ddim", generator=generator)
+        text = self.encode_prompts(prompts).to(self.device)
+        fn = self.guided_fn(self.model_call(model.eval(), controls), text, guidance)
+        latents = self.sample_chain(fn, len(prompts), steps=steps, sampler="ddim", generator=generator)
         model.train(was_training)
         return self.decode_latents(latents)
+
+    def sample_grid(self, model: nn.Module, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+        return self.generate_images(model, self.validation_prompts(config), guidance=config.validation_guidance_scale,
+                                    steps=config.sample_steps, generator=generator)
 
     # --- export ---------------------------------------------------------------------------------------
     def pipeline_parts(self) -> dict[str, Any]:

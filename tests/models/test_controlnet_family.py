@@ -150,3 +150,25 @@ def test_controlnet_resume_is_exact_and_keeps_the_convergence_record(make_cn_con
     resumed = check_exact_resume(config, caption_folder, tmp_path, stop_at=2)
     record = resumed.evaluation_at_resume
     assert record["converged_at_step"] == 2 and [s for s, _ in record["history"]] == [2]
+
+
+def test_cli_samples_sd_and_controlnet_checkpoints(tiny_sd, tmp_path):
+    from typer.testing import CliRunner
+
+    from models.cli import app
+
+    runner = CliRunner()
+    base = ["sample", "--steps", "2", "--device", "cpu", "--prompt", "a cat", "--prompt", "a dog"]
+    result = runner.invoke(app, [*base, str(tiny_sd), "--out", str(tmp_path / "sd.png")])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "sd.png") as grid:
+        assert grid.size == (2 + 2 * 18, 2 + 18)
+    assert runner.invoke(app, ["tiny", "sd", str(tmp_path / "cn"), "--controlnet"]).exit_code == 0
+    refused = runner.invoke(app, [*base, str(tmp_path / "cn")])
+    assert refused.exit_code == 2 and "needs --control IMAGE" in refused.output
+    Image.new("RGB", (20, 20), (255, 255, 255)).save(tmp_path / "edges.png")
+    result = runner.invoke(app, [*base, str(tmp_path / "cn"), "--control", str(tmp_path / "edges.png"),
+                                 "--out", str(tmp_path / "cn.png")])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "cn.png") as grid:
+        assert grid.size == (2 + 2 * 34, 2 + 18)  # two (condition | generated) pairs
