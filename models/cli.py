@@ -130,6 +130,9 @@ def bank(
 
     _setup_logging()
     cfg = _load(config, base_model=base_model)
+    if cfg.family != "dit" and not cfg.bank_prompts:
+        _fail(f"bank_prompts: a {cfg.family} bank is sampled with prompts; without a dataset to take captions "
+              "from, list them in the config (or let `difftune train` build the bank)")
     try:
         family = load_family(cfg, device=device or default_device())
     except ValueError as err:

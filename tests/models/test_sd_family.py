@@ -184,3 +184,22 @@ def test_cli_builds_a_tiny_sd_and_trains_it(caption_folder, tmp_path):
                                  "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "checkpoints" / "step_0000001" / "unet").is_dir()
+
+
+def test_cli_bank_for_sd_uses_the_configured_prompts(tiny_sd, tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from models.cli import app
+
+    values = dict(family="sd", base_model=str(tiny_sd), resolution=16,
+                  bank={"size": 2, "batch_size": 2, "num_inference_steps": 2})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(values))
+    args = ["bank", str(config), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "bank_prompts" in refused.output
+    config.write_text(yaml.safe_dump({**values, "bank_prompts": ["a castle"]}))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["shape"] == [2, 4, 8, 8]
