@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import yaml
 
-from models.config import parse_config
+from models.config import dump_config, parse_config
 from models.families.dit import DiTFamily
 from models.run import run_training
 from models.transfer_eval import Evaluator, build_evaluator
@@ -88,7 +88,6 @@ class TransferSetup:
 def digits_preset(out: Path, *, base: Path | None = None, say: Say = print, shots: int = 10,
                   held_out: int = 150, base_steps: int = 1500, vae_steps: int = 400, **options: Any) -> TransferSetup:
     """The CPU preset: base pre-trained on digits 0-4 (cached under ``out``), target = shots of 5-9."""
-    from models.config import dump_config
     from models.demo import build_base_model, demo_config, prepare_domains
 
     domains = prepare_domains(out / "data", shots=shots, held_out=held_out)
@@ -116,12 +115,16 @@ def run_one(setup: TransferSetup, spec: str, seed: int, evaluator: Evaluator, st
     """Train one (method, seed) and evaluate it every ``eval_every`` steps; cached in ``evals.json``.
 
     ``images`` receives the last evaluation's samples per guidance (for the side-by-side grids).
+    A finished run is reused only when its TrainConfig and evaluation settings are the same.
     """
+    config = setup.config(spec, seed)
+    evaluation = {"eval_every": setup.eval_every, "per_class": setup.per_class,
+                  "guidances": list(setup.guidances)}
     run_dir = setup.out / "runs" / f"{spec.replace(':', '_').replace('=', '-')}_seed{seed}"
     done = run_dir / "evals.json"
-    if done.exists():
+    record = json.loads(done.read_text()) if done.exists() else {}
+    if record.get("config") == dump_config(config) and record.get("evaluation") == evaluation:
         say(f"[{spec} seed {seed}] reusing {done}")
-        record = json.loads(done.read_text())
         if images is not None:
             images.update(evaluator.evaluate(_load_family(Path(record["checkpoint"])), seed)[1])
         return record
@@ -145,10 +148,11 @@ def run_one(setup: TransferSetup, spec: str, seed: int, evaluator: Evaluator, st
             on_step(p.step)
 
     start = time.perf_counter()
-    result = run_training(setup.config(spec, seed), data_dir=setup.target, out_dir=run_dir,
+    result = run_training(config, data_dir=setup.target, out_dir=run_dir,
                           cache_dir=setup.out / "cache", on_progress=on_progress, on_artifact=on_artifact)
     total = time.perf_counter() - start
     record = {"method": spec, "seed": seed, "evals": evals, "checkpoint": str(result.fit.last_checkpoint),
+              "config": dump_config(config), "evaluation": evaluation,
               "seconds": {"total": total, "eval": timing["eval"], "train": total - timing["eval"]}}
     done.write_text(json.dumps(record, indent=2))
     return record

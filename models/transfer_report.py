@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -50,11 +51,12 @@ def plot_fd_curves(summary: dict[str, Any], path: Path) -> Path:
     fig = Figure(figsize=(5.2 * len(guidances), 3.8))
     for i, g in enumerate(guidances):
         ax = fig.add_subplot(1, len(guidances), i + 1)
-        for method, per_g in summary.items():
+        for k, (method, per_g) in enumerate(summary.items()):
             steps = sorted(per_g[g], key=int)
             x = [int(s) for s in steps]
             fd = [per_g[g][s]["fd"] for s in steps]
-            line = ax.plot(x, [c["mean"] for c in fd], marker="o", ms=3, label=method)[0]
+            color = colormaps["tab20"](k % 20) if len(summary) > 10 else f"C{k}"
+            line = ax.plot(x, [c["mean"] for c in fd], marker="o", ms=3, label=method, color=color)[0]
             ax.fill_between(x, [c["min"] for c in fd], [c["max"] for c in fd], color=line.get_color(), alpha=0.2)
         ax.set_title(f"guidance {g}")
         ax.set_xlabel("fine-tuning step")
