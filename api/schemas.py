@@ -115,6 +115,21 @@ class JobCreate(_Request):
         return value
 
 
+class ForgettingProbeCreate(_Request):
+    checkpoint_step: int | None = Field(None, ge=0, description="Checkpoint of the tuned job; default its latest.")
+    dataset: str | None = Field(
+        None, description="Real target images to score against (class folders); default the tuned job's dataset."
+    )
+    points: int = Field(11, ge=2, le=51, description="Swap steps t* spread evenly over 0..T.")
+    samples_per_class: int = Field(20, ge=2, le=500, description="Images generated per class and point.")
+    guidance: list[Annotated[float, Field(ge=1.0, le=20.0)]] = Field(
+        default_factory=lambda: [1.0], min_length=1, max_length=4, description="Classifier-free guidance scales."
+    )
+    sample_steps: int = Field(25, ge=2, le=250, description="DDIM steps of every chain.")
+    seed: int = 0
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] = Field(default_factory=dict, max_length=16)
+
+
 class Progress(BaseModel):
     step: int
     total_steps: int | None
@@ -125,6 +140,7 @@ class Progress(BaseModel):
 class JobOut(BaseModel):
     id: str
     object: Literal["job"] = "job"
+    kind: Literal["tune", "forgetting_probe"] = "tune"
     status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
     base_model: str | None
     dataset: str | None
@@ -176,6 +192,12 @@ class CheckpointOut(BaseModel):
     metrics: dict[str, Any] | None
     created_at: datetime
     files: list[FileLink] = Field(description="Every file of the diffusers folder, with a download URL.")
+
+
+class ReportOut(BaseModel):
+    object: Literal["job.report"] = "job.report"
+    name: str
+    url: str
 
 
 class SampleOut(BaseModel):

@@ -113,12 +113,14 @@ class BaseModel(Base):
 
 
 class Job(Base):
-    """A tuning job: request, progress, latest metrics and outcome."""
+    """A job — tuning (``kind='tune'``) or an analysis of a tuned job (``forgetting_probe``):
+    request, progress, latest metrics and outcome."""
 
     __tablename__ = "job"
     __table_args__ = (Index("ix_job_status_heartbeat_at", "status", "heartbeat_at"),)
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(30), default="tune", server_default="tune")
     base_model_id: Mapped[str | None] = mapped_column(ForeignKey("base_model.id", ondelete="SET NULL"))
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id", ondelete="SET NULL"))
     method: Mapped[str] = mapped_column(String(20))

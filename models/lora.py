@@ -87,9 +87,14 @@ def save_lora(model: nn.Module, checkpoint: Path, prefix: str, pipeline_class=No
         save_file({f"{prefix}.{k}": v for k, v in state.items()}, str(folder / WEIGHTS))
     cfg = model.peft_config["default"]
     (folder / "lora_config.json").write_text(json.dumps(
-        {"prefix": prefix, "r": cfg.r, "lora_alpha": cfg.lora_alpha, "target_modules": sorted(cfg.target_modules)},
-        indent=2))
+        {"prefix": prefix, "r": cfg.r, "lora_alpha": cfg.lora_alpha, "target_modules": sorted(cfg.target_modules),
+         "merged": bool(getattr(model, MERGE_FLAG, False))}, indent=2))
     return folder
+
+
+def is_merged(folder: str | Path) -> bool:
+    """Whether the checkpoint's pipeline weights already hold the adapter in ``folder``."""
+    return bool(json.loads((Path(folder) / "lora_config.json").read_text()).get("merged", False))
 
 
 def load_lora(model: nn.Module, folder: str | Path) -> nn.Module:

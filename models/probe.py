@@ -63,24 +63,40 @@ def forgetting_curves(base: DiTFamily, tuned: DiTFamily, evaluator: Evaluator, *
             "seconds": time.perf_counter() - start}
 
 
+def load_tuned(checkpoint: Path, device: str = "cpu") -> DiTFamily:
+    """A tuned checkpoint as a family; an unmerged LoRA in ``lora/`` is attached to the base weights."""
+    from models.lora import LORA_DIR, is_merged, load_lora
+
+    family = DiTFamily.from_pretrained(str(checkpoint), device=device)
+    lora = Path(checkpoint) / LORA_DIR
+    if lora.is_dir() and not is_merged(lora):
+        load_lora(family.denoiser, lora)
+    return family
+
+
 def run_probe(base: Path, tuned: Path, data: Path, out: Path, *, points: int = 11, per_class: int = 40,
               guidances: tuple[float, ...] = (1.0,), steps: int = 25, seed: int = 0,
-              classifier: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Load both models, train (or load) the domain features on ``data``, write probe.json and probe.png."""
+              classifier: Path | None = None, device: str = "cpu", say: Callable[[str], None] = print,
+              on_point: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Load both models, train (or load) the domain features on ``data``, write probe.json and probe.png.
+
+    ``on_point`` (default ``say``) is called once per (direction, guidance, t*) point as it is scored.
+    """
     import json
 
     from models.transfer_eval import build_evaluator
     from models.transfer_report import plot_probe
 
-    base_family = DiTFamily.from_pretrained(str(base), device="cpu")
-    tuned_family = DiTFamily.from_pretrained(str(tuned), device="cpu")
+    base_family = DiTFamily.from_pretrained(str(base), device=device)
+    tuned_family = load_tuned(Path(tuned), device)
     say(f"probe: features from a domain classifier on real images of {data}")
     evaluator, meta = build_evaluator(data, tuned_family.image_size, classifier_dir=classifier or out / "domain_classifier",
                                       per_class=per_class, guidances=guidances, sample_steps=steps)
-    result = forgetting_curves(base_family, tuned_family, evaluator, seed=seed, progress=say,
+    result = forgetting_curves(base_family, tuned_family, evaluator, seed=seed, progress=on_point or say,
                                t_stars=swap_grid(tuned_family.num_timesteps, points))
     result.update(base=str(base), tuned=str(tuned), data=str(data), extractor=meta)
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps(result, indent=2))
     plot_probe(result, out / "probe.png")
     return result
+

@@ -168,6 +168,10 @@ def _train_with_torchrun(job_id: str, spec: dict[str, Any], gpus: int, out_dir: 
 
 
 def _execute(ctx: WorkerContext, job: Job, heartbeat: Heartbeat) -> dict:
+    if job.kind == "forgetting_probe":
+        from worker.probe_job import execute_probe
+
+        return execute_probe(ctx, job, lambda: heartbeat.status)
     reporter = Reporter(ctx, job.id)
     with ctx.sessions() as session:
         dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None

@@ -66,16 +66,24 @@ def restore_latest(ctx: WorkerContext, job_id: str, out_dir: Path) -> int | None
     if not published:
         return None
     step = max(published)
-    local = out_dir / "checkpoints" / f"step_{step:07d}"
+    download_checkpoint(ctx, job_id, step, out_dir / "checkpoints" / f"step_{step:07d}")
+    return step
+
+
+def download_checkpoint(ctx: WorkerContext, job_id: str, step: int, local: Path) -> Path:
+    """Download a published checkpoint folder to ``local`` (kept when already complete there)."""
     if (local / "meta.json").exists():
-        return step
+        return local
     prefix = checkpoint_prefix(job_id, step)
-    staging = out_dir / "checkpoints" / f".restore_{step:07d}"
+    keys = ctx.storage.list(prefix)
+    if not keys:
+        raise FileNotFoundError(f"checkpoint step {step} of job {job_id} is no longer stored")
+    staging = local.parent / f".restore_{local.name}"
     shutil.rmtree(staging, ignore_errors=True)
-    for key in ctx.storage.list(prefix):
+    for key in keys:
         target = staging / key[len(prefix):]
         target.parent.mkdir(parents=True, exist_ok=True)
         ctx.storage.get_file(key, target)
     shutil.rmtree(local, ignore_errors=True)
     staging.rename(local)
-    return step
+    return local

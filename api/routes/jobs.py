@@ -1,4 +1,5 @@
-"""``/v1/jobs``: create, list, get, cancel, events (list or SSE), checkpoints, samples."""
+"""``/v1/jobs``: create, list, get, cancel, events (list or SSE), checkpoints, samples, forgetting
+probes of a tuned job and the reports they write."""
 
 from __future__ import annotations
 
@@ -10,11 +11,22 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import CeleryDep, CurrentTenant, IdempotencyKey, PageDep, SessionDep, SettingsDep, StorageDep
 from api.problems import problem
-from api.schemas import CheckpointOut, EventOut, FileLink, JobCreate, JobOut, ListResponse, SampleOut
+from api.schemas import (
+    CheckpointOut,
+    EventOut,
+    FileLink,
+    ForgettingProbeCreate,
+    JobCreate,
+    JobOut,
+    ListResponse,
+    ReportOut,
+    SampleOut,
+)
 from api.sse import event_out, stream_events
 from core.errors import InvalidError
 from core.queue import enqueue_job
-from core.services import idempotency, job_events, jobs, outputs
+from core.services import idempotency, job_events, jobs, outputs, probes
+from core.storage.layout import report_prefix
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -44,6 +56,11 @@ def create_job(
         idempotency_key=idempotency_key,
         fingerprint=idempotency.request_hash(body.model_dump(mode="json")),
     )
+    return _enqueued(session, celery, job)
+
+
+def _enqueued(session, celery, job):
+    """Send a queued job to the workers; a broker failure fails the job and answers 503."""
     if job.status == "queued":  # also on a replay: a lost message is harmless to resend (claims)
         try:
             enqueue_job(celery, job.id)
@@ -52,6 +69,41 @@ def create_job(
             jobs.mark_failed(session, job_id=job.id, error=f"could not be enqueued: {err}")
             return problem(503, f"job {job.id} could not be enqueued: the broker is unavailable", job=job.id)
     return JobOut.of(job)
+
+
+@router.post(
+    "/{job_id}/forgetting-probes",
+    status_code=201,
+    response_model=JobOut,
+    summary="Probe a tuned DiT job's checkpoint for the chain of forgetting (starts a probe job)",
+)
+def create_forgetting_probe(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    celery: CeleryDep,
+    job_id: str,
+    body: ForgettingProbeCreate,
+    idempotency_key: IdempotencyKey = None,
+):
+    """For swap steps t* over the schedule, denoise with one model down to t* and finish with the
+    other (tuned→base and base→tuned); the probe job's metrics hold FD against the real images per
+    t*, and its reports `probe.json` and `probe.png`."""
+    job = probes.create_forgetting_probe(
+        session,
+        tenant_id=tenant.id,
+        job_id=job_id,
+        checkpoint_step=body.checkpoint_step,
+        dataset_id=body.dataset,
+        points=body.points,
+        samples_per_class=body.samples_per_class,
+        guidance=body.guidance,
+        sample_steps=body.sample_steps,
+        seed=body.seed,
+        metadata=body.metadata,
+        idempotency_key=idempotency_key,
+        fingerprint=idempotency.request_hash({"job": job_id, **body.model_dump(mode="json")}),
+    )
+    return _enqueued(session, celery, job)
 
 
 @router.get("", summary="List jobs, newest first")
@@ -155,3 +207,14 @@ def list_samples(
         for s in result.data
     ]
     return ListResponse(data=data, has_more=result.has_more)
+
+
+@router.get("/{job_id}/reports", summary="Report files an analysis job wrote, with download URLs")
+def list_reports(
+    session: SessionDep, tenant: CurrentTenant, storage: StorageDep, settings: SettingsDep, job_id: str
+) -> ListResponse[ReportOut]:
+    jobs.get(session, tenant_id=tenant.id, job_id=job_id)
+    prefix = report_prefix(job_id)
+    ttl = settings.download_url_ttl
+    data = [ReportOut(name=k[len(prefix) :], url=storage.url_for(k, expires_in=ttl)) for k in storage.list(prefix)]
+    return ListResponse(data=data, has_more=False)

@@ -71,7 +71,7 @@ def _check_dataset(dataset: Dataset, family: str, labels: list[int] | None) -> N
             raise InvalidError.field("validation_labels", f"{bad} outside 0..{dataset.num_classes - 1}")
 
 
-def _referenced(session: Session, tenant_id: str, kind: str, fetch, **ids: str):
+def referenced(session: Session, tenant_id: str, kind: str, fetch, **ids: str):
     """Fetch a resource the request refers to; unknown ids are a 422 naming the field."""
     try:
         return fetch(session, tenant_id=tenant_id, **ids)
@@ -99,10 +99,10 @@ def create(
     fields = {"tenant_id": tenant_id, "scope": SCOPE, "key": idempotency_key, "fingerprint": fingerprint}
     if previous := idempotency.get(session, **fields):
         return get(session, tenant_id=tenant_id, job_id=previous)
-    model = _referenced(session, tenant_id, "base_model", base_models.get, base_model_id=base_model_id)
+    model = referenced(session, tenant_id, "base_model", base_models.get, base_model_id=base_model_id)
     if model.status == "failed":
         raise InvalidError.field("base_model", f"{model.id} failed its load check: {model.error}")
-    dataset = _referenced(session, tenant_id, "dataset", datasets.get, dataset_id=dataset_id)
+    dataset = referenced(session, tenant_id, "dataset", datasets.get, dataset_id=dataset_id)
     _check_dataset(dataset, model.family, validation_labels)
     merged = _merge(hyperparameters or {}, method=method, seed=seed, validation_labels=validation_labels)
     config = validate_hyperparameters(merged)
@@ -120,12 +120,18 @@ def create(
         resources={"gpus": gpus},
         total_steps=config["max_steps"],
     )
+    return insert(session, job, idempotency_fields=fields)
+
+
+def insert(session: Session, job: Job, *, idempotency_fields: dict[str, Any]) -> Job:
+    """Commit a new ``queued`` job with its first event and idempotency record (a concurrent
+    request with the same key wins: its job is returned instead)."""
     session.add(job)
     session.flush()
     job_events.add(session, job_id=job.id, type="status", message="job queued")
-    idempotency.create(session, **fields, resource_id=job.id)
-    if winner := idempotency.commit(session, **fields):
-        return get(session, tenant_id=tenant_id, job_id=winner)
+    idempotency.create(session, **idempotency_fields, resource_id=job.id)
+    if winner := idempotency.commit(session, **idempotency_fields):
+        return get(session, tenant_id=job.tenant_id, job_id=winner)
     return job
 
 

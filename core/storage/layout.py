@@ -31,3 +31,13 @@ def checkpoint_prefix(job_id: str, step: int) -> str:
 def sample_key(job_id: str, step: int) -> str:
     """The sample grid drawn at ``step``."""
     return f"jobs/{job_id}/samples/step_{step:07d}.png"
+
+
+def report_key(job_id: str, name: str) -> str:
+    """A file an analysis job wrote (``probe.json``, ``probe.png``)."""
+    return f"jobs/{job_id}/reports/{name}"
+
+
+def report_prefix(job_id: str) -> str:
+    """Every report file of a job."""
+    return f"jobs/{job_id}/reports/"

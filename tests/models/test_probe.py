@@ -51,3 +51,25 @@ def test_swap_in_the_middle_uses_both_models(pair):
 def test_swap_grid_spans_the_schedule():
     assert swap_grid(1000, 5) == [0, 250, 500, 750, 1000]
     assert swap_grid(1000, 2) == [0, 1000]
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_probe_loads_a_lora_checkpoint_as_the_tuned_model(make_config, tmp_path, merge):
+    """An unmerged adapter is attached (else the probe would compare the base with itself); a merged
+    one is not applied twice."""
+    from models.families import load_family
+    from models.probe import load_tuned
+
+    from .conftest import with_random_lora
+
+    config = make_config(peft="lora", lora_rank=2, lora_merge=merge)
+    family = load_family(config)
+    with_random_lora(family.denoiser, config)
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([3, 900]), torch.tensor([0, 1])
+    with torch.no_grad():
+        tuned = family.predict(family.denoiser, x, t, y)
+        family.save_pretrained(family.denoiser, tmp_path / "ck")
+        loaded = load_tuned(tmp_path / "ck")
+        assert torch.allclose(loaded.predict(loaded.denoiser, x, t, y), tuned, atol=1e-5)
+        base = load_family(make_config())
+        assert not torch.allclose(base.predict(base.denoiser, x, t, y), tuned, atol=1e-3)

@@ -45,6 +45,22 @@ def make_job(client, auth, archives, tiny_base_dir):
     return make
 
 
+@pytest.fixture
+def worker_ctx(settings, monkeypatch):
+    """The worker's context on the test's settings."""
+    from worker import context as context_module
+
+    context_module.context.cache_clear()
+    for name, value in {"DATABASE_URL": settings.database_url, "BROKER_URL": settings.broker_url,
+                        "STORAGE_URL": settings.storage_url, "S3_ENDPOINT": settings.s3_endpoint,
+                        "S3_ACCESS_KEY": settings.s3_access_key,
+                        "S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
+                        "CACHE_DIR": str(settings.cache_dir)}.items():
+        monkeypatch.setenv(f"DIFFTUNE_{name}", value)
+    yield context_module.context()
+    context_module.context.cache_clear()
+
+
 def worker_env(settings, **extra: str) -> dict[str, str]:
     """Environment that points a worker process at the test's database, broker and storage."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",

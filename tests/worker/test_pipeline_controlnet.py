@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from .conftest import TINY_HYPERPARAMETERS
-from .test_pipeline import worker_ctx  # noqa: F401 - the worker context fixture
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +15,7 @@ def tiny_controlnet_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_controlnet_job_trains_and_reports_convergence(worker_ctx, client, auth, archives,  # noqa: F811
+def test_controlnet_job_trains_and_reports_convergence(worker_ctx, client, auth, archives,
                                                        tiny_controlnet_dir, storage, one_thread):
     from worker.pipeline import run
 

@@ -1,0 +1,88 @@
+"""Forgetting-probe jobs: the chain-of-forgetting probe run by a worker on a tuned job's checkpoint.
+
+A probe is a job of kind ``forgetting_probe``: it goes through the same queue, claiming, heartbeat,
+cancellation and events as a tuning job. Its parameters live in ``hyperparameters``; its results
+are the job's ``metrics`` (FD per swap step) and report files (``probe.json``, ``probe.png``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.errors import InvalidError
+from core.ids import new_id
+from core.services import datasets, idempotency, jobs
+from core.tables import BaseModel, Checkpoint, Job
+
+KIND = "forgetting_probe"
+SCOPE = "probes"
+DIRECTIONS = 2  # tuned→base and base→tuned
+
+
+def _checkpoint_step(session: Session, tuned: Job, wanted: int | None) -> int:
+    steps = sorted(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == tuned.id)))
+    if not steps:
+        raise InvalidError.field("job", f"{tuned.id} has no published checkpoint yet")
+    if wanted is None:
+        return steps[-1]
+    if wanted not in steps:
+        raise InvalidError.field("checkpoint_step", f"{tuned.id} has no checkpoint at step {wanted} (has {steps})")
+    return wanted
+
+
+def create_forgetting_probe(
+    session: Session,
+    *,
+    tenant_id: str,
+    job_id: str,
+    checkpoint_step: int | None = None,
+    dataset_id: str | None = None,
+    points: int = 11,
+    samples_per_class: int = 20,
+    guidance: list[float] | None = None,
+    sample_steps: int = 25,
+    seed: int = 0,
+    metadata: dict[str, str] | None = None,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+) -> Job:
+    """Validate and commit a ``queued`` probe of ``job_id``'s checkpoint (default: its latest)."""
+    fields = {"tenant_id": tenant_id, "scope": SCOPE, "key": idempotency_key, "fingerprint": fingerprint}
+    if previous := idempotency.get(session, **fields):
+        return jobs.get(session, tenant_id=tenant_id, job_id=previous)
+    tuned = jobs.get(session, tenant_id=tenant_id, job_id=job_id)
+    if tuned.kind != "tune":
+        raise InvalidError.field("job", f"{tuned.id} is a {tuned.kind} job; probe a tuning job")
+    model = session.get(BaseModel, tuned.base_model_id) if tuned.base_model_id else None
+    if model is None:
+        raise InvalidError.field("job", f"the base model of {tuned.id} was deleted")
+    if model.family != "dit":
+        raise InvalidError.field("job", f"the forgetting probe supports dit models, not {model.family}")
+    step = _checkpoint_step(session, tuned, checkpoint_step)
+    dataset = jobs.referenced(session, tenant_id, "dataset", datasets.get, dataset_id=dataset_id or tuned.dataset_id)
+    if dataset.layout != "class_folders":
+        raise InvalidError.field("dataset", f"the probe scores against class folders, not {dataset.layout}")
+    guidance = guidance or [1.0]
+    parameters: dict[str, Any] = {
+        "tuned_job": tuned.id, "checkpoint_step": step, "points": points, "samples_per_class": samples_per_class,
+        "guidance": guidance, "sample_steps": sample_steps, "seed": seed,
+    }
+    job = Job(
+        id=new_id("job"),
+        tenant_id=tenant_id,
+        kind=KIND,
+        base_model_id=model.id,
+        dataset_id=dataset.id,
+        method=tuned.method,
+        status="queued",
+        hyperparameters=parameters,
+        validation_prompts=None,
+        seed=seed,
+        metadata_={**(metadata or {})},
+        resources={"gpus": 1},
+        total_steps=DIRECTIONS * len(guidance) * points,
+    )
+    return jobs.insert(session, job, idempotency_fields=fields)

@@ -1,0 +1,78 @@
+"""A forgetting-probe job: fetch the base model, the tuned checkpoint and the real images, run the
+library's probe, publish ``probe.json`` and ``probe.png`` as the job's reports."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from core.services import job_events, jobs
+from core.storage.layout import report_key
+from core.tables import BaseModel, Dataset, Job
+from worker.context import WorkerContext
+from worker.fetch import InputError, fetch_base_model, fetch_dataset
+from worker.publish import download_checkpoint
+
+
+class _Cancelled(Exception):
+    """Raised from the per-point callback when the job is being cancelled."""
+
+
+def _summary(result: dict[str, Any], step: int) -> dict[str, Any]:
+    """The job's metrics: FD (and class fidelity) per swap step, per direction and guidance."""
+    def column(points, name):
+        return [round(p[name], 5) for p in points]
+
+    return {"checkpoint_step": step, "t_stars": result["t_stars"],
+            "fd": {d: {g: column(pts, "fd") for g, pts in by_g.items()} for d, by_g in result["curves"].items()},
+            "class_fidelity": {d: {g: column(pts, "class_fidelity") for g, pts in by_g.items()}
+                               for d, by_g in result["curves"].items()}}
+
+
+def execute_probe(ctx: WorkerContext, job: Job, status) -> dict[str, Any]:
+    """Run the probe for a claimed job; ``status()`` is the job's current status (cancellation)."""
+    import torch
+
+    from models.probe import run_probe
+
+    params = job.hyperparameters
+    with ctx.sessions() as session:
+        dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
+        base_model = session.get(BaseModel, job.base_model_id) if job.base_model_id else None
+    if dataset is None or base_model is None:
+        raise InputError("the probe's dataset or base model was deleted")
+    data_dir = fetch_dataset(ctx, dataset)
+    base = fetch_base_model(ctx, base_model)
+    work = ctx.cache_dir / "jobs" / job.id
+    step = int(params["checkpoint_step"])
+    try:
+        tuned = download_checkpoint(ctx, params["tuned_job"], step, work / "tuned" / f"step_{step:07d}")
+    except FileNotFoundError as err:
+        raise InputError(f"{err} (pruned by keep_checkpoints?); probe another checkpoint_step") from None
+    done, start = 0, time.monotonic()
+
+    def on_point(line: str) -> None:
+        nonlocal done
+        done += 1
+        eta = (time.monotonic() - start) / done * (job.total_steps - done)
+        with ctx.sessions() as session:
+            current = jobs.update_progress(session, job_id=job.id, step=done, total_steps=job.total_steps,
+                                           eta_seconds=eta, message=line)
+        if current == "cancelling" or status() == "cancelling":
+            raise _Cancelled
+
+    def say(line: str) -> None:
+        with ctx.sessions() as session:
+            job_events.create(session, job_id=job.id, message=line)
+
+    out = work / "probe"
+    try:
+        result = run_probe(base, tuned, data_dir, out, points=params["points"],
+                           per_class=params["samples_per_class"], guidances=tuple(params["guidance"]),
+                           steps=params["sample_steps"], seed=params["seed"],
+                           device="cuda" if torch.cuda.is_available() else "cpu", say=say, on_point=on_point)
+    except _Cancelled:
+        return {"stopped": True}
+    for name, content_type in (("probe.json", "application/json"), ("probe.png", "image/png")):
+        ctx.storage.put_file(report_key(job.id, name), out / name, content_type=content_type)
+    return {"stopped": False, "step": done, "metrics": _summary(result, step)}
