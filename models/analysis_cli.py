@@ -83,6 +83,55 @@ def transfer(
     print(out / "report.md")
 
 
+def controlnet(
+    out: Annotated[Path, typer.Option(help="Output folder (results.json, f1_vs_step.png, report.md, runs/).")],
+    preset: Annotated[str | None, typer.Option(
+        help="`digits`: tiny SD pre-trained on digits 0-4, ControlNet on canny edges of digits 5-9 (CPU).")] = None,
+    base: Annotated[Path | None, typer.Option(help="SD base (diffusers folder); the preset builds one when omitted.")] = None,
+    target: Annotated[Path | None, typer.Option(help="Training set: metadata.jsonl with conditioning_file_name.")] = None,
+    heldout: Annotated[Path | None, typer.Option(help="Held-out (prompt, control) pairs, same layout.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig fields (general form).")] = None,
+    method: Annotated[list[str] | None, typer.Option(
+        help="Repeatable: standard, difftune (bank controls extracted like the target's), difftune_blank.")] = None,
+    seeds: Annotated[int, typer.Option(min=1)] = 3,
+    steps: Annotated[int, typer.Option(min=1, help="ControlNet training steps per run.")] = 400,
+    eval_every: Annotated[int, typer.Option(min=1, help="Score on the held-out pairs every K steps.")] = 40,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Canny F1 that counts as converged.")] = 0.5,
+    guidance: Annotated[float, typer.Option(min=1.0, help="CFG scale of the evaluation samples.")] = 3.0,
+    sample_steps: Annotated[int, typer.Option(min=2, help="DDIM steps of the evaluation samples.")] = 20,
+    base_steps: Annotated[int, typer.Option(help="Pre-training steps when the preset builds the base.")] = 1500,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """ControlNet convergence benchmark: the step each method's ControlNet first follows the held-out
+    conditions (canny F1 ≥ threshold), several seeds."""
+    from models.config import dump_config, load_config
+    from models.controlnet_bench import METHODS, ControlNetSetup, digits_setup, run_benchmark
+
+    _entry(threads)
+    options = dict(methods=method or list(METHODS), seeds=seeds, steps=steps, eval_every=eval_every,
+                   threshold=threshold, guidance=guidance, sample_steps=sample_steps)
+    try:
+        if preset == "digits":
+            setup = digits_setup(out, base=base, base_steps=base_steps, say=_say, **options)
+        elif preset is not None:
+            raise ValueError(f"preset: unknown {preset!r} (available: digits)")
+        elif base is None or target is None or heldout is None:
+            raise ValueError("give --preset digits, or --base, --target and --heldout")
+        else:
+            train = dump_config(load_config(config)) if config else {}
+            setup = ControlNetSetup(base=base, target=target, heldout=heldout, out=out, train=train, **options)
+        for name in setup.methods:  # every method's config is valid before anything trains
+            setup.config(name, 0)
+    except ValueError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(code=2) from None
+    columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("train", total=len(setup.methods) * seeds * steps)
+        run_benchmark(setup, say=_say, on_step=lambda done: bar.update(task, completed=done))
+    print(out / "report.md")
+
+
 def _general_setup(out, source, target, heldout, base, config, base_steps, options):
     from models.config import dump_config, load_config
     from models.demo import build_base_model

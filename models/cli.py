@@ -27,6 +27,7 @@ tiny_app = typer.Typer(help="Build tiny random pipelines offline (tests, experim
 app.add_typer(bench_app, name="bench")
 app.add_typer(tiny_app, name="tiny")
 bench_app.command("transfer")(evidence.transfer)
+bench_app.command("controlnet")(evidence.controlnet)
 app.add_typer(evidence.analyze_app, name="analyze")
 console = Console(stderr=True)
 

@@ -19,7 +19,7 @@ from PIL import Image
 from models.grid import to_pil_grid
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     """Write a PNG with a 256-colour palette (plots and digit grids stay small enough to commit)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -64,7 +64,7 @@ def plot_fd_curves(summary: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
     fig.subplots_adjust(wspace=0.3)
     fig.axes[0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sample_grids(grids: dict[str, dict[str, torch.Tensor]], num_classes: int, path: Path,
@@ -84,7 +84,7 @@ def plot_sample_grids(grids: dict[str, dict[str, torch.Tensor]], num_classes: in
             pick = torch.cat([torch.arange(k * n, k * n + min(per_class, n)) for k in range(num_classes)])
             ax.imshow(np.asarray(to_pil_grid(images[pick], nrow=min(per_class, n))))
             ax.set_title(f"{name} · g={g}", fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_probe(result: dict[str, Any], path: Path) -> Path:
@@ -99,7 +99,7 @@ def plot_probe(result: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("FD to target data ↓")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 #################################################################################
