@@ -39,7 +39,9 @@ def _say(line: str) -> None:
 
 def transfer(
     out: Annotated[Path, typer.Option(help="Output folder (results.json, plots, report.md, runs/).")],
-    preset: Annotated[str | None, typer.Option(help="`digits`: the CPU preset (digits 0-4 → few shots of 5-9).")] = None,
+    preset: Annotated[str | None, typer.Option(
+        help="`digits`: the CPU preset (digits 0-4 → few shots of 5-9, 16 px); `digits-large`: the same "
+             "transfer at 32 px with a DiT-S-sized model, for one GPU.")] = None,
     source: Annotated[Path | None, typer.Option(help="Source image folder (pre-trains the base when no --base).")] = None,
     target: Annotated[Path | None, typer.Option(help="Few-shot target image folder (class sub-folders).")] = None,
     heldout: Annotated[Path | None, typer.Option(help="Held-out real target images (class sub-folders).")] = None,
@@ -48,34 +50,39 @@ def transfer(
     method: Annotated[list[str] | None, typer.Option(
         help="Repeatable: standard, difftune, difftune_source, power_only, p2, min_snr, difffit, "
              "difftune_difffit; add overrides as name:field=value[:...], e.g. difftune:bank.size=256.")] = None,
-    seeds: Annotated[int, typer.Option(min=1)] = 3,
-    steps: Annotated[int, typer.Option(min=1, help="Fine-tuning steps per run.")] = 1500,
-    eval_every: Annotated[int, typer.Option(min=1, help="Evaluate every K steps.")] = 250,
-    per_class: Annotated[int, typer.Option(min=2, help="Generated samples per class per evaluation.")] = 40,
+    seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per method [preset's; else 3].")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Fine-tuning steps per run [preset's; else 1500].")] = None,
+    eval_every: Annotated[int | None, typer.Option(min=1, help="Evaluate every K steps [preset's; else 250].")] = None,
+    per_class: Annotated[int | None, typer.Option(
+        min=2, help="Generated samples per class per evaluation [preset's; else 40].")] = None,
     guidance: Annotated[str, typer.Option(help="Comma-separated guidance scales to evaluate.")] = "1,4",
-    base_steps: Annotated[int, typer.Option(help="Pre-training steps when the base is built here.")] = 1500,
+    base_steps: Annotated[int | None, typer.Option(
+        help="Pre-training steps when the base is built here [preset's; else 1500].")] = None,
     threads: ThreadsOpt = 1,
 ) -> None:
     """Transfer benchmark: standard vs Diff-Tuning (and baselines) on a few-shot target, several seeds."""
-    from models.transfer import digits_preset, run_transfer
+    from models.distributed import default_device
+    from models.transfer import PRESETS, digits_preset, run_transfer
 
     _entry(threads)
     methods = method or ["standard", "difftune"]
     try:
         options = dict(methods=methods, seeds=seeds, steps=steps, eval_every=eval_every, per_class=per_class,
                        guidances=_guidances(guidance))
-        if preset == "digits":
-            setup = digits_preset(out, base=base, say=_say, base_steps=base_steps, **options)
-        elif preset is not None:
-            raise ValueError(f"preset: unknown {preset!r} (available: digits)")
+        if preset is not None:
+            if preset in PRESETS and PRESETS[preset].hardware == "gpu" and default_device() == "cpu":
+                _say(f"warning: preset {preset} is sized for one GPU and none is visible; on CPU it takes days")
+            setup = digits_preset(out, preset=preset, base=base, say=_say, base_steps=base_steps, **options)
         else:
-            setup = _general_setup(out, source, target, heldout, base, config, base_steps, options)
+            defaults = PRESETS["digits"].defaults
+            options = {**defaults, **{k: v for k, v in options.items() if v is not None}}
+            setup = _general_setup(out, source, target, heldout, base, config, base_steps or 1500, options)
         for spec in methods:  # every method's config is valid before anything trains
             setup.config(spec, seed=0)
     except ValueError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(code=2) from None
-    total = len(methods) * seeds * steps
+    total = len(methods) * setup.seeds * setup.steps
     columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("train", total=total)

@@ -8,6 +8,7 @@ source digits (that is the "base model"), and the target is tuned with Diff-Tuni
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,16 +53,26 @@ def write_digits(root: Path, classes: tuple[int, ...], per_class: int | None, *,
     return root
 
 
-def prepare_domains(root: Path, shots: int = 10, held_out: int = 50) -> dict[str, Path]:
-    """Source (all digits 0-4), few-shot target (``shots`` of each of 5-9) and held-out target."""
-    if (root / "ready.json").exists():
-        return {k: root / k for k in ("source", "target", "target_heldout")}
+def prepare_domains(root: Path, shots: int = 10, held_out: int = 50,
+                    resolution: int = RESOLUTION) -> dict[str, Path]:
+    """Source (all digits 0-4), few-shot target (``shots`` of each of 5-9) and held-out target.
+
+    Written once per settings: a folder prepared with other settings is rewritten.
+    """
+    settings = {"shots": shots, "held_out": held_out, "resolution": resolution}
+    ready = root / "ready.json"
+    names = ("source", "target", "target_heldout")
+    if ready.exists() and json.loads(ready.read_text()) == settings:
+        return {k: root / k for k in names}
+    for name in names:
+        shutil.rmtree(root / name, ignore_errors=True)
     paths = {
-        "source": write_digits(root / "source", SOURCE_CLASSES, None),
-        "target": write_digits(root / "target", TARGET_CLASSES, shots),
-        "target_heldout": write_digits(root / "target_heldout", TARGET_CLASSES, held_out, offset=shots),
+        "source": write_digits(root / "source", SOURCE_CLASSES, None, resolution=resolution),
+        "target": write_digits(root / "target", TARGET_CLASSES, shots, resolution=resolution),
+        "target_heldout": write_digits(root / "target_heldout", TARGET_CLASSES, held_out, offset=shots,
+                                       resolution=resolution),
     }
-    (root / "ready.json").write_text(json.dumps({"shots": shots, "held_out": held_out}))
+    ready.write_text(json.dumps(settings))
     return paths
 
 
@@ -70,10 +81,23 @@ def prepare_domains(root: Path, shots: int = 10, held_out: int = 50) -> dict[str
 # ----------------------------------------------------------------------------------------------
 
 
-def train_vae(images: torch.Tensor, *, steps: int = 400, batch: int = 32, seed: int = 0, say: Say = print):
-    """Fit a small AutoencoderKL to ``images`` in [-1, 1]; set its latent scaling factor."""
+@dataclass(frozen=True)
+class BaseModelSize:
+    """Sizes of the VAE and DiT a base model is pre-trained with (defaults: the CPU demo)."""
+
+    vae_channels: tuple[int, int] = (16, 32)
+    dit_layers: int = 4
+    dit_heads: int = 4
+    dit_head_dim: int = 16
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+
+
+def train_vae(images: torch.Tensor, *, steps: int = 400, batch: int = 32, seed: int = 0, say: Say = print,
+              channels: tuple[int, int] = (16, 32)):
+    """Fit a small AutoencoderKL to ``images`` in [-1, 1] on their device; set its latent scaling factor."""
     torch.manual_seed(seed)
-    vae = tiny_vae(channels=(16, 32), norm_groups=16)
+    vae = tiny_vae(channels=channels, norm_groups=16).to(images.device)
     opt = torch.optim.AdamW(vae.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(seed)
     for step in range(1, steps + 1):
@@ -91,7 +115,7 @@ def train_vae(images: torch.Tensor, *, steps: int = 400, batch: int = 32, seed: 
     with torch.no_grad():
         std = vae.encode(images[:512]).latent_dist.mean.std().item()
     vae.register_to_config(scaling_factor=1.0 / std)
-    return vae
+    return vae.cpu()
 
 
 def demo_config(base_model: str, **overrides) -> TrainConfig:
@@ -107,21 +131,29 @@ def demo_config(base_model: str, **overrides) -> TrainConfig:
 
 
 def build_base_model(work: Path, source: Path, cache_dir: Path, *, steps: int = 1500, vae_steps: int = 400,
-                     resolution: int = RESOLUTION, say: Say = print) -> Path:
-    """Pre-train VAE + DiT on the source images (digits by default); return the base pipeline folder (cached)."""
+                     resolution: int = RESOLUTION, size: BaseModelSize = BaseModelSize(), say: Say = print) -> Path:
+    """Pre-train VAE + DiT on the source images (digits by default); return the base pipeline folder (cached).
+
+    Trains on the GPU when there is one (see :func:`models.distributed.default_device`).
+    """
+    from models.distributed import default_device
+
     base = work / "base_model"
     if (base / "model_index.json").exists():
         say(f"base model: reusing {base}")
         return base
     say("base model: training a small VAE on the source digits")
     folder = scan_image_folder(source, resolution=resolution, upscale_small_images=True)
-    images = torch.stack([load_image(p, resolution) for p in folder.files])
-    vae = train_vae(images, steps=vae_steps, say=say)
+    images = torch.stack([load_image(p, resolution) for p in folder.files]).to(default_device())
+    vae = train_vae(images, steps=vae_steps, say=say, channels=size.vae_channels)
     torch.manual_seed(0)
-    init = save_dit_pipeline(work / "base_init", tiny_dit(sample_size=resolution // 2, layers=4, heads=4),
-                             vae, id2label={i: name for i, name in enumerate(folder.class_names)})
+    dit = tiny_dit(sample_size=resolution // 2, layers=size.dit_layers, heads=size.dit_heads,
+                   head_dim=size.dit_head_dim)
+    init = save_dit_pipeline(work / "base_init", dit, vae,
+                             id2label={i: name for i, name in enumerate(folder.class_names)})
     say(f"base model: pre-training a DiT on {len(folder)} source digits for {steps} steps")
-    config = demo_config(str(init), method="standard", learning_rate=1e-3, max_steps=steps, resolution=resolution,
+    config = demo_config(str(init), method="standard", learning_rate=size.learning_rate, batch_size=size.batch_size,
+                         max_steps=steps, resolution=resolution,
                          upscale_small_images=True,
                          checkpoint_every=steps, sample_every=steps, log_every=250,
                          validation_labels=[0, 1, 2, 3, 4] * 4)

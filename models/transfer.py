@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from models.config import dump_config, parse_config
+from models.distributed import default_device
 from models.families.dit import DiTFamily
 from models.run import run_training
 from models.transfer_eval import Evaluator, build_evaluator
@@ -85,17 +86,58 @@ class TransferSetup:
         return parse_config(values)
 
 
-def digits_preset(out: Path, *, base: Path | None = None, say: Say = print, shots: int = 10,
-                  held_out: int = 150, base_steps: int = 1500, vae_steps: int = 400, **options: Any) -> TransferSetup:
-    """The CPU preset: base pre-trained on digits 0-4 (cached under ``out``), target = shots of 5-9."""
-    from models.demo import build_base_model, demo_config, prepare_domains
+@dataclass(frozen=True)
+class DigitsPreset:
+    """A digits transfer preset: image size, base model size and the benchmark's default budget."""
 
-    domains = prepare_domains(out / "data", shots=shots, held_out=held_out)
+    resolution: int
+    shots: int
+    held_out: int
+    base_steps: int
+    vae_steps: int
+    base_size: dict[str, Any]  # models.demo.BaseModelSize fields
+    train: dict[str, Any]  # TrainConfig overrides of the tuning runs
+    defaults: dict[str, Any]  # CLI defaults: seeds, steps, eval_every, per_class
+    hardware: str
+
+
+PRESETS: dict[str, DigitsPreset] = {
+    # 2-core CPU: 16 px, a 0.65M-parameter DiT; ~11 min for 2 methods x 3 seeds (docs/RESULTS.md).
+    "digits": DigitsPreset(
+        resolution=16, shots=10, held_out=150, base_steps=1500, vae_steps=400, base_size={},
+        train={}, defaults={"seeds": 3, "steps": 1500, "eval_every": 250, "per_class": 40}, hardware="cpu"),
+    # One GPU: 32 px, a DiT-S-sized model (12 blocks, width 384, ~33M parameters) pre-trained 20k steps,
+    # every held-out digit as reference, 160 samples per class, DDIM 50 and 5 seeds.
+    "digits-large": DigitsPreset(
+        resolution=32, shots=10, held_out=160, base_steps=20000, vae_steps=3000,
+        base_size={"vae_channels": (32, 64), "dit_layers": 12, "dit_heads": 6, "dit_head_dim": 64,
+                   "batch_size": 128, "learning_rate": 3e-4},
+        train={"batch_size": 64, "learning_rate": 1e-4, "sample_steps": 50,
+               "bank": {"size": 2048, "batch_size": 256, "num_inference_steps": 50}},
+        defaults={"seeds": 5, "steps": 5000, "eval_every": 500, "per_class": 160}, hardware="gpu"),
+}
+
+
+def digits_preset(out: Path, *, preset: str = "digits", base: Path | None = None, say: Say = print,
+                  base_steps: int | None = None, vae_steps: int | None = None, **options: Any) -> TransferSetup:
+    """A digits preset: base pre-trained on digits 0-4 (cached under ``out``), target = shots of 5-9.
+
+    ``options`` are TransferSetup fields (methods, seeds, steps...); missing ones take the preset's defaults.
+    """
+    from models.demo import BaseModelSize, build_base_model, demo_config, prepare_domains
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset: unknown {preset!r} (available: {', '.join(PRESETS)})")
+    spec = PRESETS[preset]
+    domains = prepare_domains(out / "data", shots=spec.shots, held_out=spec.held_out, resolution=spec.resolution)
     if base is None:
-        base = build_base_model(out, domains["source"], out / "cache", say=say,
-                                steps=base_steps, vae_steps=vae_steps)
-    train = {k: v for k, v in dump_config(demo_config(str(base))).items()
+        size = BaseModelSize(**spec.base_size)
+        base = build_base_model(out, domains["source"], out / "cache", say=say, resolution=spec.resolution,
+                                steps=base_steps or spec.base_steps, vae_steps=vae_steps or spec.vae_steps, size=size)
+    config = demo_config(str(base), resolution=spec.resolution, **spec.train)
+    train = {k: v for k, v in dump_config(config).items()
              if k not in ("base_model", "seed", "max_steps", "checkpoint_every", "sample_every")}
+    options = {**spec.defaults, **{k: v for k, v in options.items() if v is not None}}
     return TransferSetup(source=domains["source"], target=domains["target"], heldout=domains["target_heldout"],
                          out=out, base=base, train=train, **options)
 
@@ -106,7 +148,7 @@ def digits_preset(out: Path, *, base: Path | None = None, say: Say = print, shot
 
 
 def _load_family(path: Path) -> DiTFamily:
-    return DiTFamily.from_pretrained(str(path), device="cpu")
+    return DiTFamily.from_pretrained(str(path), device=default_device())
 
 
 def run_one(setup: TransferSetup, spec: str, seed: int, evaluator: Evaluator, step0: dict, *,
@@ -190,7 +232,8 @@ def run_transfer(setup: TransferSetup, *, say: Say = print, on_step: Callable[[i
     say(f"evaluation: training the domain classifier on real held-out target images ({setup.heldout})")
     evaluator, extractor_meta = build_evaluator(
         setup.heldout, resolution, classifier_dir=setup.out / "domain_classifier", val_dir=setup.target,
-        per_class=setup.per_class, guidances=setup.guidances, sample_steps=int(setup.train.get("sample_steps", 25)))
+        per_class=setup.per_class, guidances=setup.guidances, sample_steps=int(setup.train.get("sample_steps", 25)),
+        device=default_device())
     runs, grids, base_seconds = [], {}, 0.0
     report = on_step or (lambda done: None)
     for seed in range(setup.seeds):
@@ -211,7 +254,7 @@ def run_transfer(setup: TransferSetup, *, say: Say = print, on_step: Callable[[i
         "runs": runs,
         "summary": summarize(runs),
         "seconds": {"total": time.perf_counter() - started, "base_evaluation": base_seconds},
-        "device": "cpu", "torch_threads": torch.get_num_threads(),
+        "device": evaluator.device, "torch_threads": torch.get_num_threads(),
     }
     write_outputs(results, grids, setup.out)
     say(f"wrote {setup.out / 'results.json'} and {setup.out / 'report.md'}")

@@ -50,19 +50,20 @@ class Evaluator:
     guidances: tuple[float, ...] = (1.0, 4.0)
     sample_steps: int = 25
     kid_subset_size: int = 100
+    device: str = "cpu"  # where the classifier scores images (the sampled model keeps its own device)
 
     @property
     def labels(self) -> torch.Tensor:
         return torch.arange(self.num_classes).repeat_interleave(self.per_class)  # (K * n,)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return domain_feature_extractor(self.classifier, device="cpu")(images)  # (N, D)
+        return domain_feature_extractor(self.classifier, device=self.device)(images)  # (N, D)
 
     def score(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """FD, KID and class fidelity of generated images (N, 3, H, W) in [0, 1] for ``labels``."""
         metrics = compute_metrics_from_features(self.real_features, self.features(images), kid_subsets=50,
                                                 kid_subset_size=self.kid_subset_size)
-        metrics["class_fidelity"] = class_fidelity(self.classifier, images, labels, device="cpu").accuracy
+        metrics["class_fidelity"] = class_fidelity(self.classifier, images, labels, device=self.device).accuracy
         return metrics
 
     def sample(self, family: DiTFamily, guidance: float, seed: int) -> torch.Tensor:

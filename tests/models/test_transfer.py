@@ -89,3 +89,38 @@ def test_transfer_benchmark_smoke_and_probe(tiny_base, tmp_path):
     assert ends["tuned→base"]["1"][0]["fd"] == pytest.approx(ends["base→tuned"]["1"][-1]["fd"])  # tuned alone
     assert ends["tuned→base"]["1"][-1]["fd"] == pytest.approx(ends["base→tuned"]["1"][0]["fd"])  # base alone
     assert _is_png(tmp_path / "probe" / "probe.png")
+
+
+def test_large_digits_preset_is_gpu_sized(tiny_base, tmp_path):
+    from models.demo import BaseModelSize, prepare_domains
+    from models.tiny import tiny_dit
+    from models.transfer import PRESETS, digits_preset
+
+    with pytest.raises(ValueError, match="preset: unknown 'cifar'"):
+        digits_preset(tmp_path / "x", preset="cifar")
+    prepare_domains(tmp_path / "data", resolution=16)  # prepared before with other settings: rewritten
+    setup = digits_preset(tmp_path, preset="digits-large", base=tiny_base, steps=7)
+    with Image.open(next((tmp_path / "data" / "target" / "digit_5").iterdir())) as img:
+        assert img.size == (32, 32)
+    assert sum(1 for _ in (tmp_path / "data" / "target_heldout" / "digit_9").iterdir()) == 160
+    assert (setup.steps, setup.seeds, setup.eval_every, setup.per_class) == (7, 5, 500, 160)  # explicit wins
+    assert setup.train["resolution"] == 32 and setup.train["bank"]["size"] == 2048
+    assert setup.config("difftune", seed=3).batch_size == 64
+    size = BaseModelSize(**PRESETS["digits-large"].base_size)
+    dit = tiny_dit(sample_size=16, layers=size.dit_layers, heads=size.dit_heads, head_dim=size.dit_head_dim)
+    assert sum(p.numel() for p in dit.parameters()) > 30e6  # DiT-S sized
+
+
+def test_base_model_is_built_with_the_requested_size(tmp_path):
+    from models.demo import BaseModelSize, build_base_model, prepare_domains
+    from models.families.dit import DiTFamily
+
+    source = prepare_domains(tmp_path / "data", shots=2, held_out=2)["source"]
+    size = BaseModelSize(vae_channels=(32, 64), dit_layers=1, dit_heads=2, dit_head_dim=8, batch_size=4)
+    lines = []
+    base = build_base_model(tmp_path, source, tmp_path / "cache", steps=1, vae_steps=1, size=size, say=lines.append)
+    family = DiTFamily.from_pretrained(str(base))
+    dit = family.denoiser.config
+    assert (dit.num_layers, dit.num_attention_heads, dit.attention_head_dim) == (1, 2, 8)
+    assert list(family.vae.config.block_out_channels) == [32, 64] and family.image_size == 16
+    assert any("pre-training a DiT on 901 source digits for 1 steps" in line for line in lines)
