@@ -99,7 +99,8 @@ def controlnet(
     heldout: Annotated[Path | None, typer.Option(help="Held-out (prompt, control) pairs, same layout.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig fields (general form).")] = None,
     method: Annotated[list[str] | None, typer.Option(
-        help="Repeatable: standard, difftune (bank controls extracted like the target's), difftune_blank.")] = None,
+        help="Repeatable: standard, difftune (bank controls extracted like the target's), difftune_blank; "
+             "ablations power_only (no bank), bank_only (uniform target t). Default: the first three.")] = None,
     seeds: Annotated[int, typer.Option(min=1)] = 3,
     steps: Annotated[int, typer.Option(min=1, help="ControlNet training steps per run.")] = 400,
     eval_every: Annotated[int, typer.Option(min=1, help="Score on the held-out pairs every K steps.")] = 40,
@@ -115,7 +116,7 @@ def controlnet(
     from models.controlnet_bench import METHODS, ControlNetSetup, digits_setup, run_benchmark
 
     _entry(threads)
-    options = dict(methods=method or list(METHODS), seeds=seeds, steps=steps, eval_every=eval_every,
+    options = dict(methods=method or list(METHODS)[:3], seeds=seeds, steps=steps, eval_every=eval_every,
                    threshold=threshold, guidance=guidance, sample_steps=sample_steps)
     try:
         if preset == "digits":

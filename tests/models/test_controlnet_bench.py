@@ -20,6 +20,17 @@ def test_first_crossing_is_the_first_step_at_or_above_the_threshold():
     assert first_crossing(history, 0.9) is None
 
 
+def test_ablation_methods_separate_the_two_parts_of_difftune(tmp_path):
+    setup = ControlNetSetup(base=tmp_path, target=tmp_path, heldout=tmp_path, out=tmp_path)
+    assert setup.methods == ["standard", "difftune", "difftune_blank"]  # ablations only when asked
+    power_only, bank_only = setup.config("power_only", 0), setup.config("bank_only", 0)
+    assert not power_only.uses_bank and power_only.target_power == 1.0
+    assert bank_only.uses_bank and bank_only.target_power == 0.0 and bank_only.effective_bank_power == 1.0
+    assert bank_only.control_extractor == "canny"
+    with pytest.raises(ValueError, match="method: unknown 'magic'"):
+        setup.config("magic", 0)
+
+
 def test_summary_compares_mean_crossing_steps_with_standard(tmp_path):
     setup = ControlNetSetup(base=tmp_path, target=tmp_path, heldout=tmp_path, out=tmp_path,
                             methods=["standard", "difftune"], seeds=2, threshold=0.5)
