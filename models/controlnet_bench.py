@@ -7,10 +7,11 @@ against their conditions, and records the first step each run reaches ``threshol
 
 Methods: ``standard``; ``difftune`` (bank images paired with controls extracted from them the same
 way as the target's); ``difftune_blank`` (bank rows get a blank control); the ablations
-``power_only`` (Diff-Tuning's target timesteps, no bank) and ``bank_only`` (uniform target
-timesteps, the bank kept with extracted controls). The CPU preset pre-trains
-a tiny SD on digits 0-4 (captions ``digit 3``) and trains the ControlNet on canny edges of few
-digits 5-9.
+``power_only`` (Diff-Tuning's target timesteps, no bank), ``bank_only`` (uniform target
+timesteps, the bank kept with extracted controls) and its control ``bank_as_data`` (the bank's
+pairs as plain extra data: uniform t, their prompts, per-row weight like a target row). The CPU
+preset pre-trains a tiny SD on digits 0-4 (captions ``digit 3``) and trains the ControlNet on canny
+edges of few digits 5-9.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ METHODS: dict[str, dict[str, Any]] = {
     "power_only": {"method": "difftune", "bank_share": 0.0, "control_extractor": "canny"},  # t ∝ t+1, no bank
     "bank_only": {"method": "difftune", "target_power": 0.0, "bank_power": 1.0,  # uniform target t, bank kept
                   "control_extractor": "canny"},
+    # Control for bank_only: the same bank pairs as plain extra training data (uniform t, their own prompts,
+    # weight 0.25 ≈ a bank row counting like a target row at share 0.2), so any gain of bank_only beyond
+    # this is not just "more (image, control) pairs".
+    "bank_as_data": {"method": "difftune", "target_power": 0.0, "bank_power": 0.0, "bank_loss_weight": 0.25,
+                     "bank_label": "prompt", "control_extractor": "canny"},
 }
 THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)  # crossing steps are also reported at these (not only ``threshold``)
 

@@ -27,6 +27,9 @@ def test_ablation_methods_separate_the_two_parts_of_difftune(tmp_path):
     assert not power_only.uses_bank and power_only.target_power == 1.0
     assert bank_only.uses_bank and bank_only.target_power == 0.0 and bank_only.effective_bank_power == 1.0
     assert bank_only.control_extractor == "canny"
+    as_data = setup.config("bank_as_data", 0)  # the bank's pairs as plain data: no timestep shaping, own prompts
+    assert as_data.uses_bank and as_data.target_power == as_data.effective_bank_power == 0.0
+    assert as_data.bank_label == "prompt" and as_data.bank_loss_weight == 0.25
     with pytest.raises(ValueError, match="method: unknown 'magic'"):
         setup.config("magic", 0)
 
