@@ -257,11 +257,27 @@ def summarize(runs: list[dict[str, Any]], setup: ControlNetSetup) -> dict[str, A
             "f1": {s: {"mean": statistics.fmean(v), "sd": statistics.pstdev(v)} for s, v in curve.items()},
             "crossings": {f"{t:g}": [first_crossing(r["history"], t) for r in mine] for t in THRESHOLD_GRID},
         }
-    base = out.get("standard", {}).get("mean_converged_at_step")
+    standard = out.get("standard")
     for method, cell in out.items():
-        mine = cell["mean_converged_at_step"]
-        cell["sooner_than_standard"] = (1 - mine / base) if base and mine is not None and method != "standard" else None
+        cell["sooner_than_standard"], cell["sooner_bound"] = (
+            _sooner(cell["converged_at_step"], standard["converged_at_step"], setup.steps)
+            if standard is not None and method != "standard" else (None, None))
     return out
+
+
+def _sooner(mine: list[int | None], standard: list[int | None], budget: int) -> tuple[float | None, str | None]:
+    """``1 - mean(mine) / mean(standard)`` over crossing steps, with a run that never crossed counted at
+    the training budget (a lower bound on its crossing step), and which way that makes the result a bound:
+    ``"at_most"`` when only ``mine`` has such runs, ``"at_least"`` when only standard has; None when both do.
+    """
+    mine_censored, standard_censored = None in mine, None in standard
+    if mine_censored and standard_censored:
+        return None, None
+    mean = lambda xs: statistics.fmean(budget if x is None else x for x in xs)  # noqa: E731
+    if mean(standard) == 0:  # standard already meets the threshold before training
+        return None, None
+    value = 1 - mean(mine) / mean(standard)
+    return value, "at_most" if mine_censored else "at_least" if standard_censored else None
 
 
 def run_benchmark(setup: ControlNetSetup, *, say: Say = print, on_step: Callable[[int], None] | None = None) -> dict:

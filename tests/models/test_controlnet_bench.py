@@ -53,6 +53,23 @@ def test_summary_compares_mean_crossing_steps_with_standard(tmp_path):
     assert summary["standard"]["crossings"]["0.6"] == [200, None]
 
 
+def test_runs_that_never_converge_make_the_speed_up_a_bound(tmp_path):
+    setup = ControlNetSetup(base=tmp_path, target=tmp_path, heldout=tmp_path, out=tmp_path, steps=400,
+                            methods=["standard", "difftune", "slow"], seeds=2, threshold=0.5)
+
+    def run(method, crossing):
+        history = [[0, 0.1], [400, 0.4]] if crossing is None else [[0, 0.1], [crossing, 0.6]]
+        return {"method": method, "seed": 0, "history": history, "converged_at_step": crossing}
+
+    runs = [run("standard", 200), run("standard", None), run("difftune", 100), run("difftune", 100),
+            run("slow", None), run("slow", None)]
+    summary = summarize(runs, setup)
+    # standard's unconverged run counts at the 400-step budget: mean >= 300, so difftune is at least 67% sooner
+    assert summary["difftune"]["sooner_than_standard"] == pytest.approx(1 - 100 / 300)
+    assert summary["difftune"]["sooner_bound"] == "at_least"
+    assert summary["slow"]["sooner_than_standard"] is None and summary["slow"]["mean_converged_at_step"] is None
+
+
 def test_captioned_digits_have_canny_conditions(tmp_path):
     root = write_captioned_digits(tmp_path / "d", (5, 6), 2, resolution=16)
     rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
