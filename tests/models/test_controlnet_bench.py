@@ -30,6 +30,8 @@ def test_ablation_methods_separate_the_two_parts_of_difftune(tmp_path):
     as_data = setup.config("bank_as_data", 0)  # the bank's pairs as plain data: no timestep shaping, own prompts
     assert as_data.uses_bank and as_data.target_power == as_data.effective_bank_power == 0.0
     assert as_data.bank_label == "prompt" and as_data.bank_loss_weight == 0.25
+    low_t = setup.config("bank_as_data_low_t", 0)  # the same, with the bank's low-noise timesteps put back
+    assert low_t.effective_bank_power == 1.0 and low_t.target_power == 0.0 and low_t.bank_label == "prompt"
     with pytest.raises(ValueError, match="method: unknown 'magic'"):
         setup.config("magic", 0)
 
