@@ -101,7 +101,7 @@ def controlnet(
     method: Annotated[list[str] | None, typer.Option(
         help="Repeatable: standard, difftune (bank controls extracted like the target's), difftune_blank; "
              "ablations power_only (no bank), bank_only (uniform target t), bank_as_data (bank pairs as plain "
-             "extra data), bank_as_data_low_t. Default: the first three.")] = None,
+             "extra data), bank_as_data_low_t, bank_only_prompt. Default: the first three.")] = None,
     seeds: Annotated[int, typer.Option(min=1)] = 3,
     steps: Annotated[int, typer.Option(min=1, help="ControlNet training steps per run.")] = 400,
     eval_every: Annotated[int, typer.Option(min=1, help="Score on the held-out pairs every K steps.")] = 40,

@@ -10,7 +10,8 @@ way as the target's); ``difftune_blank`` (bank rows get a blank control); the ab
 ``power_only`` (Diff-Tuning's target timesteps, no bank), ``bank_only`` (uniform target
 timesteps, the bank kept with extracted controls) and its control ``bank_as_data`` (the bank's
 pairs as plain extra data: uniform t, their prompts, per-row weight like a target row), and
-``bank_as_data_low_t`` (the same with the bank rows' low-noise timesteps). The CPU
+``bank_as_data_low_t`` (the same with the bank rows' low-noise timesteps), ``bank_only_prompt``
+(``bank_only`` with bank rows on their own prompts instead of the empty prompt). The CPU
 preset pre-trains a tiny SD on digits 0-4 (captions ``digit 3``) and trains the ControlNet on canny
 edges of few digits 5-9.
 """
@@ -46,6 +47,9 @@ METHODS: dict[str, dict[str, Any]] = {
     # this is not just "more (image, control) pairs".
     "bank_as_data": {"method": "difftune", "target_power": 0.0, "bank_power": 0.0, "bank_loss_weight": 0.25,
                      "bank_label": "prompt", "control_extractor": "canny"},
+    # bank_only with bank rows on the prompts they were drawn with instead of the empty prompt (bank_label)
+    "bank_only_prompt": {"method": "difftune", "target_power": 0.0, "bank_power": 1.0, "bank_label": "prompt",
+                         "control_extractor": "canny"},
     # bank_as_data with the bank rows' low-noise timesteps (t ∝ T-t) put back: does that alone recover bank_only?
     "bank_as_data_low_t": {"method": "difftune", "target_power": 0.0, "bank_power": 1.0, "bank_loss_weight": 0.25,
                            "bank_label": "prompt", "control_extractor": "canny"},

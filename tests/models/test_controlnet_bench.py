@@ -32,6 +32,9 @@ def test_ablation_methods_separate_the_two_parts_of_difftune(tmp_path):
     assert as_data.bank_label == "prompt" and as_data.bank_loss_weight == 0.25
     low_t = setup.config("bank_as_data_low_t", 0)  # the same, with the bank's low-noise timesteps put back
     assert low_t.effective_bank_power == 1.0 and low_t.target_power == 0.0 and low_t.bank_label == "prompt"
+    on_prompts = setup.config("bank_only_prompt", 0)  # bank_only but bank rows keep their prompts
+    assert on_prompts.bank_label == "prompt" and bank_only.bank_label == "null"
+    assert on_prompts.bank_loss_weight == bank_only.bank_loss_weight == 0.1
     with pytest.raises(ValueError, match="method: unknown 'magic'"):
         setup.config("magic", 0)
 
