@@ -62,7 +62,7 @@ def transfer(
 ) -> None:
     """Transfer benchmark: standard vs Diff-Tuning (and baselines) on a few-shot target, several seeds."""
     from models.distributed import default_device
-    from models.transfer import PRESETS, digits_preset, run_transfer
+    from models.transfer import PRESETS, digits_preset, run_transfer, with_preset_defaults
 
     _entry(threads)
     methods = method or ["standard", "difftune"]
@@ -74,9 +74,8 @@ def transfer(
                 _say(f"warning: preset {preset} is sized for one GPU and none is visible; on CPU it takes days")
             setup = digits_preset(out, preset=preset, base=base, say=_say, base_steps=base_steps, **options)
         else:
-            defaults = PRESETS["digits"].defaults
-            options = {**defaults, **{k: v for k, v in options.items() if v is not None}}
-            setup = _general_setup(out, source, target, heldout, base, config, base_steps or 1500, options)
+            setup = _general_setup(out, source, target, heldout, base, config,
+                                   base_steps or PRESETS["digits"].base_steps, with_preset_defaults(options))
         for spec in methods:  # every method's config is valid before anything trains
             setup.config(spec, seed=0)
     except ValueError as err:
@@ -114,10 +113,10 @@ def controlnet(
     """ControlNet convergence benchmark: the step each method's ControlNet first follows the held-out
     conditions (canny F1 ≥ threshold), several seeds."""
     from models.config import dump_config, load_config
-    from models.controlnet_bench import METHODS, ControlNetSetup, digits_setup, run_benchmark
+    from models.controlnet_bench import DEFAULT_METHODS, ControlNetSetup, digits_setup, run_benchmark
 
     _entry(threads)
-    options = dict(methods=method or list(METHODS)[:3], seeds=seeds, steps=steps, eval_every=eval_every,
+    options = dict(methods=method or list(DEFAULT_METHODS), seeds=seeds, steps=steps, eval_every=eval_every,
                    threshold=threshold, guidance=guidance, sample_steps=sample_steps)
     try:
         if preset == "digits":

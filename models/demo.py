@@ -19,6 +19,7 @@ from PIL import Image
 
 from models.config import TrainConfig, parse_config
 from models.data import load_image, scan_image_folder
+from models.distributed import default_device
 from models.run import RunResult, run_training
 from models.tiny import save_dit_pipeline, tiny_dit, tiny_vae
 
@@ -136,8 +137,6 @@ def build_base_model(work: Path, source: Path, cache_dir: Path, *, steps: int = 
 
     Trains on the GPU when there is one (see :func:`models.distributed.default_device`).
     """
-    from models.distributed import default_device
-
     base = work / "base_model"
     if (base / "model_index.json").exists():
         say(f"base model: reusing {base}")

@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from models.config import dump_config, parse_config
+from models.demo import BaseModelSize
 from models.distributed import default_device
 from models.families.dit import DiTFamily
 from models.run import run_training
@@ -95,7 +96,7 @@ class DigitsPreset:
     held_out: int
     base_steps: int
     vae_steps: int
-    base_size: dict[str, Any]  # models.demo.BaseModelSize fields
+    base_size: BaseModelSize
     train: dict[str, Any]  # TrainConfig overrides of the tuning runs
     defaults: dict[str, Any]  # CLI defaults: seeds, steps, eval_every, per_class
     hardware: str
@@ -104,18 +105,23 @@ class DigitsPreset:
 PRESETS: dict[str, DigitsPreset] = {
     # 2-core CPU: 16 px, a 0.65M-parameter DiT; ~11 min for 2 methods x 3 seeds (docs/RESULTS.md).
     "digits": DigitsPreset(
-        resolution=16, shots=10, held_out=150, base_steps=1500, vae_steps=400, base_size={},
+        resolution=16, shots=10, held_out=150, base_steps=1500, vae_steps=400, base_size=BaseModelSize(),
         train={}, defaults={"seeds": 3, "steps": 1500, "eval_every": 250, "per_class": 40}, hardware="cpu"),
     # One GPU: 32 px, a DiT-S-sized model (12 blocks, width 384, ~33M parameters) pre-trained 20k steps,
     # every held-out digit as reference, 160 samples per class, DDIM 50 and 5 seeds.
     "digits-large": DigitsPreset(
         resolution=32, shots=10, held_out=160, base_steps=20000, vae_steps=3000,
-        base_size={"vae_channels": (32, 64), "dit_layers": 12, "dit_heads": 6, "dit_head_dim": 64,
-                   "batch_size": 128, "learning_rate": 3e-4},
+        base_size=BaseModelSize(vae_channels=(32, 64), dit_layers=12, dit_heads=6, dit_head_dim=64,
+                                batch_size=128, learning_rate=3e-4),
         train={"batch_size": 64, "learning_rate": 1e-4, "sample_steps": 50,
                "bank": {"size": 2048, "batch_size": 256, "num_inference_steps": 50}},
         defaults={"seeds": 5, "steps": 5000, "eval_every": 500, "per_class": 160}, hardware="gpu"),
 }
+
+
+def with_preset_defaults(options: dict[str, Any], preset: str = "digits") -> dict[str, Any]:
+    """``options`` (TransferSetup fields) with the ones left at None taken from ``preset``'s defaults."""
+    return {**PRESETS[preset].defaults, **{k: v for k, v in options.items() if v is not None}}
 
 
 def digits_preset(out: Path, *, preset: str = "digits", base: Path | None = None, say: Say = print,
@@ -124,22 +130,21 @@ def digits_preset(out: Path, *, preset: str = "digits", base: Path | None = None
 
     ``options`` are TransferSetup fields (methods, seeds, steps...); missing ones take the preset's defaults.
     """
-    from models.demo import BaseModelSize, build_base_model, demo_config, prepare_domains
+    from models.demo import build_base_model, demo_config, prepare_domains
 
     if preset not in PRESETS:
         raise ValueError(f"preset: unknown {preset!r} (available: {', '.join(PRESETS)})")
     spec = PRESETS[preset]
     domains = prepare_domains(out / "data", shots=spec.shots, held_out=spec.held_out, resolution=spec.resolution)
     if base is None:
-        size = BaseModelSize(**spec.base_size)
         base = build_base_model(out, domains["source"], out / "cache", say=say, resolution=spec.resolution,
-                                steps=base_steps or spec.base_steps, vae_steps=vae_steps or spec.vae_steps, size=size)
+                                steps=base_steps or spec.base_steps, vae_steps=vae_steps or spec.vae_steps,
+                                size=spec.base_size)
     config = demo_config(str(base), resolution=spec.resolution, **spec.train)
     train = {k: v for k, v in dump_config(config).items()
              if k not in ("base_model", "seed", "max_steps", "checkpoint_every", "sample_every")}
-    options = {**spec.defaults, **{k: v for k, v in options.items() if v is not None}}
     return TransferSetup(source=domains["source"], target=domains["target"], heldout=domains["target_heldout"],
-                         out=out, base=base, train=train, **options)
+                         out=out, base=base, train=train, **with_preset_defaults(options, preset))
 
 
 #################################################################################

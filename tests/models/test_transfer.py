@@ -92,7 +92,7 @@ def test_transfer_benchmark_smoke_and_probe(tiny_base, tmp_path):
 
 
 def test_large_digits_preset_is_gpu_sized(tiny_base, tmp_path):
-    from models.demo import BaseModelSize, prepare_domains
+    from models.demo import prepare_domains
     from models.tiny import tiny_dit
     from models.transfer import PRESETS, digits_preset
 
@@ -106,7 +106,7 @@ def test_large_digits_preset_is_gpu_sized(tiny_base, tmp_path):
     assert (setup.steps, setup.seeds, setup.eval_every, setup.per_class) == (7, 5, 500, 160)  # explicit wins
     assert setup.train["resolution"] == 32 and setup.train["bank"]["size"] == 2048
     assert setup.config("difftune", seed=3).batch_size == 64
-    size = BaseModelSize(**PRESETS["digits-large"].base_size)
+    size = PRESETS["digits-large"].base_size
     dit = tiny_dit(sample_size=16, layers=size.dit_layers, heads=size.dit_heads, head_dim=size.dit_head_dim)
     assert sum(p.numel() for p in dit.parameters()) > 30e6  # DiT-S sized
 
