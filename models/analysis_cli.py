@@ -112,7 +112,7 @@ def controlnet(
 ) -> None:
     """ControlNet convergence benchmark: the step each method's ControlNet first follows the held-out
     conditions (canny F1 ≥ threshold), several seeds."""
-    from models.config import dump_config, load_config
+    from contract.train_config import dump_config, load_config
     from models.controlnet_bench import DEFAULT_METHODS, ControlNetSetup, digits_setup, run_benchmark
 
     _entry(threads)
@@ -141,7 +141,7 @@ def controlnet(
 
 
 def _general_setup(out, source, target, heldout, base, config, base_steps, options):
-    from models.config import dump_config, load_config
+    from contract.train_config import dump_config, load_config
     from models.demo import build_base_model
     from models.transfer import TransferSetup
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.config import BankConfig, TrainConfig
+from contract.train_config import BankConfig, TrainConfig
 from models.families.base import Family
 
 

@@ -18,8 +18,8 @@ import torch
 from diffusers import DiTTransformer2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
+from contract.train_config import parse_config
 from models.bank import KnowledgeBank
-from models.config import parse_config
 from models.families.dit import DiTFamily
 from models.latents import LatentSet
 from models.tiny import ddpm_scheduler, tiny_vae

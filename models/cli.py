@@ -50,7 +50,7 @@ def _fail(message: str) -> None:
 
 
 def _load(config_path: Path, **overrides):
-    from models.config import ConfigError, load_config
+    from contract.train_config import ConfigError, load_config
 
     try:
         return load_config(config_path, **overrides)

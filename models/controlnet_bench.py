@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.config import parse_config
+from contract.train_config import parse_config
 from models.control import canny_f1, extract_control
 
 Say = Callable[[str], None]
@@ -210,7 +210,7 @@ def first_crossing(history: list[list[float]], threshold: float) -> int | None:
 def run_one(setup: ControlNetSetup, method: str, seed: int, scorer: HeldoutScorer, *, say: Say,
             on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train one (method, seed), scoring each checkpoint on the held-out pairs; cached in ``run.json``."""
-    from models.config import dump_config
+    from contract.train_config import dump_config
     from models.run import run_training
 
     config = setup.config(method, seed)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.config import TrainConfig, parse_config
+from contract.train_config import TrainConfig, parse_config
 from models.data import load_image, scan_image_folder
 from models.distributed import default_device
 from models.run import RunResult, run_training

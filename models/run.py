@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract.train_config import TrainConfig
 from models import checkpoints as ckpt
 from models.bank import build_bank
-from models.config import TrainConfig
 from models.distributed import DistInfo, barrier
 from models.families import load_family, scan_dataset
 from models.trainer import ArtifactCallback, FitResult, ProgressCallback, Trainer

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from contract.train_config import TrainConfig, dump_config
 from models import checkpoints as ckpt
 from models.bank import KnowledgeBank
-from models.config import TrainConfig, dump_config
 from models.difftune import (
     bank_timestep_probs,
     combine_losses,

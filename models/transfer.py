@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import yaml
 
-from models.config import dump_config, parse_config
+from contract.train_config import dump_config, parse_config
 from models.demo import BaseModelSize
 from models.distributed import default_device
 from models.families.dit import DiTFamily

@@ -18,7 +18,7 @@ def config_family(service_family: str) -> str:
 
 def check_base_model(base_model_id: str) -> str:
     """Fetch and load the base model once; mark it ``ready`` or ``failed`` with the reason."""
-    from models.config import parse_config
+    from contract.train_config import parse_config
     from models.families import load_family
 
     ctx = context()

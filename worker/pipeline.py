@@ -112,7 +112,7 @@ FAMILIES = {"dit": "dit", "sd": "sd", "sd-controlnet": "controlnet"}
 def build_config(job: Job, base_location: str, family: str = "dit"):
     """The job's stored hyperparameters as a validated TrainConfig pointing at the fetched model,
     with the family of the base model and the job's validation prompts."""
-    from models.config import parse_config
+    from contract.train_config import parse_config
 
     values = dict(job.hyperparameters or {})
     values["base_model"] = base_location
@@ -135,7 +135,7 @@ def job_dir(ctx: WorkerContext, job_id: str) -> Path:
 
 def train(ctx: WorkerContext, job_id: str, spec: dict[str, Any], *, heartbeat: Heartbeat | None = None) -> dict:
     """Run the trainer for a claimed job; rank 0 reports and publishes. Returns the outcome."""
-    from models.config import parse_config
+    from contract.train_config import parse_config
     from models.distributed import init_distributed
     from models.run import run_training
 

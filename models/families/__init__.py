@@ -1,31 +1,33 @@
-"""Model families: how each kind of diffusion model plugs into the one Trainer."""
+"""Model families: how each kind of diffusion model plugs into the one Trainer.
+
+Which families exist is decided by :mod:`contract.families` (one registry); this package holds
+their implementations and loads the one a config names.
+"""
 
 from __future__ import annotations
 
-from models.config import TrainConfig
+import importlib
+
+from contract.families import DatasetLayout, family
+from contract.train_config import TrainConfig
 from models.families.base import Family
+
+
+def family_class(name: str) -> type[Family]:
+    """The ``Family`` subclass registered for ``name`` (imported on first use)."""
+    module, _, cls = family(name).implementation.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def load_family(config: TrainConfig, *, device: str = "cpu") -> Family:
     """Load the base model named by ``config.base_model`` as the family ``config.family``."""
-    if config.family == "dit":
-        from models.families.dit import DiTFamily
-
-        return DiTFamily.from_pretrained(config.base_model, config=config, device=device)
-    if config.family == "sd":
-        from models.families.sd import SDFamily
-
-        return SDFamily.from_pretrained(config.base_model, config=config, device=device)
-    if config.family == "controlnet":
-        from models.families.controlnet import ControlNetFamily
-
-        return ControlNetFamily.from_pretrained(config.base_model, config=config, device=device)
-    raise ValueError(f"family: unknown model family {config.family!r}")
+    return family_class(config.family).from_pretrained(config.base_model, config=config, device=device)
 
 
 def scan_dataset(config: TrainConfig, data_dir):
     """Validate the dataset layout the family reads (class folders, or captions [+ controls])."""
-    if config.family == "dit":
+    spec = family(config.family)
+    if spec.dataset_layout is DatasetLayout.CLASS_FOLDERS:
         from models.data import scan_image_folder
 
         return scan_image_folder(data_dir, resolution=config.resolution,
@@ -34,8 +36,7 @@ def scan_dataset(config: TrainConfig, data_dir):
 
     return scan_caption_folder(data_dir, resolution=config.resolution,
                                upscale_small_images=config.upscale_small_images,
-                               require_conditioning=config.family == "controlnet"
-                               and config.control_extractor == "none")
+                               require_conditioning=spec.needs_controls and config.control_extractor == "none")
 
 
-__all__ = ["Family", "load_family", "scan_dataset"]
+__all__ = ["Family", "family_class", "load_family", "scan_dataset"]

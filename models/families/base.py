@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.config import TrainConfig
+from contract.train_config import TrainConfig
 from models.sampling import denoise, initial_noise, make_sampler, sampling_autocast
 
 # A denoising function (x_t, t) -> model output, used by samplers; families build one per model.

@@ -20,7 +20,7 @@ import torch
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 from torch import nn
 
-from models.config import ConfigError, TrainConfig
+from contract.train_config import ConfigError, TrainConfig
 from models.control import canny_f1, extract_control
 from models.data import load_image
 from models.families.sd import MAX_VALIDATION_PROMPTS, SDFamily

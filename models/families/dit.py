@@ -18,7 +18,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
 from torch import nn
 
-from models.config import ConfigError, TrainConfig
+from contract.train_config import ConfigError, TrainConfig
 from models.difftune import drop_labels
 from models.families.base import LatentFamily, fingerprint_module
 from models.lora import save_lora

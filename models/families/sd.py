@@ -23,7 +23,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNe
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.config import ConfigError, TrainConfig
+from contract.train_config import ConfigError, TrainConfig
 from models.difftune import drop_labels
 from models.families.base import LatentFamily, fingerprint_module
 from models.lora import save_lora

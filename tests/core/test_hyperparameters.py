@@ -1,12 +1,12 @@
-"""Hyperparameters are validated against the committed TrainConfig schema, without torch."""
+"""Hyperparameters are validated by the contract's TrainConfig itself, without torch."""
 
 from __future__ import annotations
 
 import pytest
 
+from contract.train_config import TrainConfig
 from core.errors import InvalidError
 from core.hyperparameters import validate_hyperparameters
-from models.config import TrainConfig
 
 
 def test_defaults_match_the_library():
@@ -44,3 +44,19 @@ def test_every_bad_field_is_reported():
         "hyperparameters.bank_share",
         "hyperparameters.max_steps",
     }
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"family": "dit", "bank_label": "prompt"}, "hyperparameters.bank_label"),
+        ({"family": "sd", "bank_label": "source"}, "hyperparameters.bank_label"),
+        ({"num_classes": 3, "validation_labels": [5]}, "hyperparameters.validation_labels"),
+        ({"batch_size": 1}, "hyperparameters.batch_size"),
+    ],
+)
+def test_cross_field_rules_name_their_field(data, field):
+    """The library's cross-field rules hold at the API too (they once failed only in the worker)."""
+    with pytest.raises(InvalidError) as err:
+        validate_hyperparameters(data)
+    assert [e["field"] for e in err.value.errors] == [field]

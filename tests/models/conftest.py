@@ -41,7 +41,7 @@ def image_folder(tmp_path) -> Path:
 
 def tiny_config(base: Path, **overrides):
     """A TrainConfig for the tiny base model: small batch, few steps, cheap sampling."""
-    from models.config import parse_config
+    from contract.train_config import parse_config
 
     values = dict(base_model=str(base), resolution=RESOLUTION, batch_size=8, max_steps=4, learning_rate=1e-3,
                   checkpoint_every=2, sample_every=4, log_every=1, sample_steps=3, keep_checkpoints=2,

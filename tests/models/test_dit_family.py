@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DiTPipeline
 
-from models.config import ConfigError
+from contract.train_config import ConfigError
 from models.families import load_family
 from models.families.dit import DiTFamily
 from models.peft import apply_difffit, merge_difffit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.config import ConfigError, TrainConfig, load_config, parse_config
+from contract.train_config import ConfigError, TrainConfig, load_config, parse_config
 
 
 def test_defaults_follow_the_reference():

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from contract.families import FAMILY_NAMES, family
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
@@ -38,8 +40,8 @@ class TrainConfig(_Strict):
     """Every knob of a tuning run. Defaults follow the Diff-Tuning reference (DESIGN.md section 1)."""
 
     # --- what to tune ---------------------------------------------------------------------------
-    family: Literal["dit", "sd", "controlnet"] = Field(
-        "dit", description="Model family: class-conditional `dit`, text-to-image `sd`, or `controlnet` on SD."
+    family: Literal[FAMILY_NAMES] = Field(  # type: ignore[valid-type]
+        "dit", description="Model family (contract.families): " + ", ".join(FAMILY_NAMES) + "."
     )
     base_model: str = Field(
         "", description="Diffusers-format folder or hub id of the base model (set by the CLI/worker)."
@@ -141,14 +143,20 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainConfig:
+        """Cross-field rules; each message starts with the field it is about (see ``field_errors``)."""
         if self.validation_labels is not None and self.num_classes is not None:
             bad = [label for label in self.validation_labels if not 0 <= label < self.num_classes]
             if bad:
-                raise ValueError(f"validation_labels {bad} outside 0..{self.num_classes - 1}")
-        if self.bank_label == "prompt" and self.family == "dit":
-            raise ValueError("bank_label 'prompt' needs a text-conditioned family (sd, controlnet)")
-        if self.bank_label == "source" and self.family != "dit":
-            raise ValueError(f"bank_label 'source' is for dit; {self.family} uses 'null' or 'prompt'")
+                raise ValueError(f"validation_labels: {bad} outside 0..{self.num_classes - 1}")
+        text = family(self.family).text_conditioned
+        if self.bank_label == "prompt" and not text:
+            raise ValueError(f"bank_label: 'prompt' needs a text-conditioned family, not {self.family}")
+        if self.bank_label == "source" and text:
+            raise ValueError(f"bank_label: 'source' is for class-conditional families; {self.family} uses "
+                             "'null' or 'prompt'")
+        if self.uses_bank and self.batch_size < 2:
+            raise ValueError("batch_size: Diff-Tuning with a knowledge bank needs at least 2 rows per batch "
+                             "(one target, one bank)")
         return self
 
     # --- derived values -------------------------------------------------------------------------------
@@ -162,12 +170,20 @@ class TrainConfig(_Strict):
         return self.target_power if self.bank_power is None else self.bank_power
 
 
-def _format_error(err: ValidationError) -> str:
-    parts = []
+def field_errors(err: ValidationError) -> list[tuple[str, str]]:
+    """(field, message) for each problem; cross-field rules name their field in the message."""
+    out = []
     for e in err.errors():
-        field = ".".join(str(x) for x in e["loc"]) or "config"
-        parts.append(f"{field}: {e['msg']}")
-    return "; ".join(parts)
+        field, message = ".".join(str(x) for x in e["loc"]), str(e["msg"]).removeprefix("Value error, ")
+        if not field:
+            head, sep, rest = message.partition(": ")
+            field, message = (head, rest) if sep and head in TrainConfig.model_fields else ("config", message)
+        out.append((field, message))
+    return out
+
+
+def _format_error(err: ValidationError) -> str:
+    return "; ".join(f"{field}: {message}" for field, message in field_errors(err))
 
 
 def parse_config(data: dict[str, Any] | None) -> TrainConfig:

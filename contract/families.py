@@ -1,0 +1,75 @@
+"""The one registry of model families: names, dataset layout, conditioning, implementation.
+
+Every other place (the TrainConfig ``family`` field, the API's base-model families, the dataset
+check at ``POST /v1/jobs``, the worker's loader) derives from :data:`FAMILIES`. Adding a family
+means writing its module under ``models/families/`` and adding one line here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class DatasetLayout(StrEnum):
+    """How a dataset's files are organised."""
+
+    CLASS_FOLDERS = "class_folders"  # one sub-folder of images per class
+    METADATA = "metadata"  # captioned images: metadata.jsonl (file_name, text[, conditioning_file_name])
+
+
+class Conditioning(StrEnum):
+    """What the denoiser is conditioned on."""
+
+    CLASS_LABEL = "class_label"
+    TEXT = "text"
+    TEXT_AND_CONTROL = "text_and_control"
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """One model family as the service, the config and the library see it."""
+
+    name: str  # TrainConfig.family
+    api_name: str  # the family named in POST /v1/base-models
+    dataset_layout: DatasetLayout
+    conditioning: Conditioning
+    implementation: str  # "module:Class" of its models.families.Family subclass
+    description: str
+
+    @property
+    def text_conditioned(self) -> bool:
+        return self.conditioning in (Conditioning.TEXT, Conditioning.TEXT_AND_CONTROL)
+
+    @property
+    def needs_controls(self) -> bool:
+        return self.conditioning is Conditioning.TEXT_AND_CONTROL
+
+
+FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
+    FamilySpec("dit", "dit", DatasetLayout.CLASS_FOLDERS, Conditioning.CLASS_LABEL,
+               "models.families.dit:DiTFamily", "class-conditional DiT"),
+    FamilySpec("sd", "sd", DatasetLayout.METADATA, Conditioning.TEXT,
+               "models.families.sd:SDFamily", "text-to-image Stable Diffusion 1.x/2.x UNet"),
+    FamilySpec("controlnet", "sd-controlnet", DatasetLayout.METADATA, Conditioning.TEXT_AND_CONTROL,
+               "models.families.controlnet:ControlNetFamily", "a ControlNet trained on a Stable Diffusion base"),
+)}
+
+FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)
+API_FAMILY_NAMES: tuple[str, ...] = tuple(spec.api_name for spec in FAMILIES.values())
+
+
+def family(name: str) -> FamilySpec:
+    """The family called ``name`` (config name); ``ValueError`` naming the known ones."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"family: unknown model family {name!r} (known: {', '.join(FAMILY_NAMES)})") from None
+
+
+def family_of_api_name(api_name: str) -> FamilySpec:
+    """The family registered through the API as ``api_name`` (e.g. ``sd-controlnet``)."""
+    for spec in FAMILIES.values():
+        if spec.api_name == api_name:
+            return spec
+    raise ValueError(f"family: unknown model family {api_name!r} (known: {', '.join(API_FAMILY_NAMES)})")
