@@ -29,7 +29,7 @@ def bootstrap(app: FastAPI) -> None:
         return
     secret = (settings.bootstrap_api_key.get_secret_value() if settings.bootstrap_api_key else "") or None
     with app.state.sessionmaker() as session:
-        if secret is None and api_keys.list(session, tenant_name=settings.bootstrap_tenant):
+        if secret is None and api_keys.list_for_tenant(session, tenant_name=settings.bootstrap_tenant):
             return
         _, secret_out = api_keys.create(
             session, tenant_name=settings.bootstrap_tenant, name="bootstrap", secret=secret

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from contract.families import API_FAMILY_NAMES
+from core.enums import BaseModelStatus, DatasetLayout, JobKind, JobStatus
 from core.tables import utcnow
 
 T = TypeVar("T")
@@ -31,7 +33,7 @@ class DatasetOut(BaseModel):
     id: str
     object: Literal["dataset"] = "dataset"
     name: str
-    layout: Literal["class_folders", "metadata"]
+    layout: DatasetLayout
     num_images: int
     num_classes: int | None
     classes: list[str] | None
@@ -60,7 +62,8 @@ class LocalLocation(_Request):
 class HubLocation(_Request):
     kind: Literal["hub"]
     repo_id: str = Field(pattern=r"^[\w.-]+(/[\w.-]+)?$", description="Hugging Face hub id (needs network).")
-    revision: str | None = None
+    revision: str | None = Field(None, max_length=200, pattern=r"^[\w./-]+$",
+                                 description="Branch, tag or commit the workers download; default the main branch.")
 
 
 Location = Annotated[S3Location | LocalLocation | HubLocation, Field(discriminator="kind")]
@@ -68,7 +71,8 @@ Location = Annotated[S3Location | LocalLocation | HubLocation, Field(discriminat
 
 class BaseModelCreate(_Request):
     name: str = Field(min_length=1, max_length=200)
-    family: Literal["dit", "sd", "sd-controlnet"]
+    family: Literal[API_FAMILY_NAMES] = Field(  # type: ignore[valid-type]
+        description="Model family (contract.families): " + ", ".join(API_FAMILY_NAMES) + ".")
     location: Location
 
 
@@ -78,7 +82,7 @@ class BaseModelOut(BaseModel):
     name: str
     family: str
     location: dict[str, Any]
-    status: Literal["pending", "ready", "failed"]
+    status: BaseModelStatus
     error: str | None
     created_at: datetime
 
@@ -99,7 +103,9 @@ class JobCreate(_Request):
     dataset: str = Field(description="Id of an uploaded dataset (`ds_…`).")
     method: Literal["difftune", "standard"] | None = Field(None, description="Defaults to `difftune`.")
     hyperparameters: dict[str, Any] = Field(
-        default_factory=dict, description="Fields of the library's TrainConfig."
+        default_factory=dict,
+        description="Fields of the library's TrainConfig (contract.train_config), all but `family` and "
+        "`base_model`, which come from the registered base model.",
     )
     validation_labels: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=64)
     validation_prompts: list[Annotated[str, Field(max_length=1000)]] | None = Field(None, max_length=64)
@@ -130,7 +136,7 @@ class ForgettingProbeCreate(_Request):
     metadata: dict[str, Annotated[str, Field(max_length=512)]] = Field(default_factory=dict, max_length=16)
 
 
-class Progress(BaseModel):
+class JobProgress(BaseModel):
     step: int
     total_steps: int | None
     eta_seconds: float | None
@@ -140,8 +146,8 @@ class Progress(BaseModel):
 class JobOut(BaseModel):
     id: str
     object: Literal["job"] = "job"
-    kind: Literal["tune", "forgetting_probe"] = "tune"
-    status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+    kind: JobKind = JobKind.TUNE
+    status: JobStatus
     base_model: str | None
     dataset: str | None
     method: str
@@ -150,7 +156,7 @@ class JobOut(BaseModel):
     seed: int
     metadata: dict[str, Any]
     resources: dict[str, Any]
-    progress: Progress
+    progress: JobProgress
     metrics: dict[str, Any] | None
     error: str | None
     attempts: int
@@ -162,7 +168,7 @@ class JobOut(BaseModel):
     @classmethod
     def of(cls, row) -> JobOut:
         eta = max(0.0, (row.eta_at - utcnow()).total_seconds()) if row.eta_at else None
-        progress = Progress(
+        progress = JobProgress(
             step=row.step, total_steps=row.total_steps, eta_seconds=eta, estimated_finish=row.eta_at
         )
         fields = {name: getattr(row, name) for name in cls.model_fields if hasattr(row, name)}

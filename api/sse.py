@@ -10,16 +10,16 @@ from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.schemas import EventOut
+from core.enums import JobStatus
 from core.services import job_events
 from core.tables import Job
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 KEEPALIVE_SECONDS = 15.0
 
 
 def _batch(factory: sessionmaker[Session], job_id: str, after: int | None) -> tuple[list[EventOut], str]:
     with factory() as session:
-        page = job_events.list(session, job_id=job_id, limit=100, after=after)
+        page = job_events.list_page(session, job_id=job_id, limit=100, after=after)
         status = session.get(Job, job_id).status
         return [event_out(e) for e in page.data], status
 
@@ -48,7 +48,7 @@ async def stream_events(
         if events:
             after, idle = job_events.parse_id(events[-1].id), 0.0
             continue
-        if status in TERMINAL:
+        if status in JobStatus.terminal():
             yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
             return
         if idle >= KEEPALIVE_SECONDS:

@@ -9,8 +9,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contract.families import FamilySpec
 from contract.train_config import TrainConfig, dump_config, field_errors
 from core.errors import InvalidError
+from core.tables import Dataset
+
+METADATA = "metadata.jsonl"
 
 FIELD = "hyperparameters"
 
@@ -29,3 +33,73 @@ def validate_hyperparameters(data: Any) -> dict[str, Any]:
 
 def _plain(message: str) -> str:
     return "unknown field" if message == "Extra inputs are not permitted" else message
+
+
+# ----------------------------------------------------------------------------------------------
+# A job's hyperparameters: the request's fields, the base model's family, the dataset's facts
+# ----------------------------------------------------------------------------------------------
+
+SET_BY_SERVICE = ("family", "base_model")
+
+
+def job_hyperparameters(
+    hyperparameters: dict[str, Any],
+    *,
+    family: FamilySpec,
+    base_model_id: str,
+    dataset: Dataset,
+    gpus: int = 1,
+    **top_level: Any,
+) -> dict[str, Any]:
+    """The complete TrainConfig (as JSON) a job will run, or ``InvalidError`` naming the field.
+
+    ``family`` and ``base_model`` come from the registered base model, never from the request;
+    top-level request fields (``method``, ``seed``, ``validation_labels``, ``validation_prompts``)
+    are copied in; then every rule the worker would apply is checked against the dataset.
+    """
+    if not isinstance(hyperparameters, dict):
+        raise InvalidError.field(FIELD, "must be an object")
+    for name in SET_BY_SERVICE:
+        if name in hyperparameters:
+            raise InvalidError.field(f"{FIELD}.{name}", "set from the registered base model; leave it out")
+    merged = {**hyperparameters, "family": family.name, "base_model": base_model_id}
+    for name, value in top_level.items():
+        if value is None:
+            continue
+        if name in merged and merged[name] != value:
+            raise InvalidError.field(f"{FIELD}.{name}", f"conflicts with the top-level {name!r}")
+        merged[name] = value
+    config = validate_hyperparameters(merged)
+    labels_field = "validation_labels" if top_level.get("validation_labels") is not None else f"{FIELD}.validation_labels"
+    _check_against_dataset(config, family, dataset, labels_field=labels_field)
+    _check_gpus(config, gpus)
+    return config
+
+
+def _check_against_dataset(config: dict[str, Any], family: FamilySpec, dataset: Dataset, *, labels_field: str) -> None:
+    if dataset.layout != family.dataset_layout:
+        raise InvalidError.field(
+            "dataset", f"a {family.api_name} model needs a {family.dataset_layout} dataset, not {dataset.layout}")
+    if family.needs_controls and config["control_extractor"] == "none" and not dataset.stats.get("conditioning"):
+        raise InvalidError.field(
+            "dataset", f"control_extractor 'none' needs conditioning_file_name in the dataset's {METADATA}")
+    classes = dataset.num_classes
+    if classes is not None and config["num_classes"] is not None and config["num_classes"] != classes:
+        raise InvalidError.field(f"{FIELD}.num_classes", f"{config['num_classes']} but the dataset has {classes} classes")
+    labels = config["validation_labels"] or []
+    if classes is not None and (bad := [label for label in labels if not 0 <= label < classes]):
+        raise InvalidError.field(labels_field, f"{bad} outside 0..{classes - 1}")
+    smallest = min(dataset.stats.get("min_width", 0), dataset.stats.get("min_height", 0))
+    if smallest and smallest < config["resolution"] and not config["upscale_small_images"]:
+        raise InvalidError.field(
+            f"{FIELD}.resolution", f"{config['resolution']} is larger than the dataset's smallest image side "
+            f"({smallest}px); lower it or set upscale_small_images: true")
+
+
+def _check_gpus(config: dict[str, Any], gpus: int) -> None:
+    if config["batch_size"] % gpus:
+        raise InvalidError.field(f"{FIELD}.batch_size", f"{config['batch_size']} is not divisible by {gpus} GPUs")
+    per_gpu = config["batch_size"] // gpus
+    if TrainConfig.model_validate(config).uses_bank and per_gpu < 2:
+        raise InvalidError.field(
+            f"{FIELD}.batch_size", f"{per_gpu} row(s) per GPU; Diff-Tuning with a bank needs at least 2 per GPU")

@@ -36,6 +36,6 @@ def create(
 def list_keys(tenant: str = typer.Option(..., "--tenant", help="Tenant name.")) -> None:
     """List a tenant's keys (prefixes only)."""
     with _sessionmaker()() as session:
-        for key in api_keys.list(session, tenant_name=tenant):
+        for key in api_keys.list_for_tenant(session, tenant_name=tenant):
             state = "revoked" if key.revoked_at else "active"
             typer.echo(f"{key.id}\t{key.prefix}…\t{key.name}\t{state}\t{key.created_at:%Y-%m-%d}")

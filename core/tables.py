@@ -88,7 +88,7 @@ class Dataset(Base):
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    layout: Mapped[str] = mapped_column(String(20))  # class_folders | metadata
+    layout: Mapped[str] = mapped_column(String(20))  # contract.families.DatasetLayout
     num_images: Mapped[int]
     num_classes: Mapped[int | None]
     classes: Mapped[list[Any] | None]
@@ -98,16 +98,18 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class BaseModel(Base):
-    """A registered diffusers-format base model; the worker checks it loads."""
+class RegisteredModel(Base):
+    """A base model a tenant registered (diffusers format); the worker checks it loads.
+
+    Named apart from pydantic's ``BaseModel``; the table and the API call it a base model."""
 
     __tablename__ = "base_model"
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    family: Mapped[str] = mapped_column(String(20))  # dit | sd | sd-controlnet
+    family: Mapped[str] = mapped_column(String(20))  # api_name of a contract.families entry
     location: Mapped[dict[str, Any]]  # {"kind": "s3"|"local"|"hub", ...}
-    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | ready | failed
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # core.enums.BaseModelStatus
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -124,7 +126,7 @@ class Job(Base):
     base_model_id: Mapped[str | None] = mapped_column(ForeignKey("base_model.id", ondelete="SET NULL"))
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id", ondelete="SET NULL"))
     method: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(20), default="queued")
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # core.enums.JobStatus
     hyperparameters: Mapped[dict[str, Any]]
     validation_prompts: Mapped[list[Any] | None]
     seed: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -2,39 +2,35 @@
 
 from __future__ import annotations
 
+from contract.families import family_of_api_name
+from contract.train_config import TrainConfig
+from core.enums import BaseModelStatus
 from core.services import base_models
 from core.storage import StorageError
-from core.tables import BaseModel
+from core.tables import RegisteredModel
 from worker.context import context
 from worker.fetch import fetch_base_model
-
-# Service family names -> TrainConfig family names.
-FAMILY_OF = {"sd-controlnet": "controlnet"}
-
-
-def config_family(service_family: str) -> str:
-    return FAMILY_OF.get(service_family, service_family)
 
 
 def check_base_model(base_model_id: str) -> str:
     """Fetch and load the base model once; mark it ``ready`` or ``failed`` with the reason."""
-    from contract.train_config import parse_config
     from models.families import load_family
 
     ctx = context()
     with ctx.sessions() as session:
-        model = session.get(BaseModel, base_model_id)
+        model = session.get(RegisteredModel, base_model_id)
     if model is None:
         return "missing"
     try:
         location = fetch_base_model(ctx, model)
-        load_family(parse_config({"family": config_family(model.family), "base_model": location}))
+        family = family_of_api_name(model.family).name
+        load_family(TrainConfig(family=family, base_model=location))
     except StorageError:
         raise
     except (ValueError, OSError) as err:
         with ctx.sessions() as session:
             base_models.mark_failed(session, base_model_id=base_model_id, error=str(err))
-        return "failed"
+        return BaseModelStatus.FAILED
     with ctx.sessions() as session:
         base_models.mark_ready(session, base_model_id=base_model_id)
-    return "ready"
+    return BaseModelStatus.READY

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.storage import S3Storage, StorageError
 from core.storage.layout import dataset_archive_key
-from core.tables import BaseModel, Dataset
+from core.tables import Dataset, RegisteredModel
 from worker.context import WorkerContext
 
 READY = ".ready"
@@ -83,7 +83,7 @@ def _download_s3_prefix(ctx: WorkerContext, uri: str, dest: Path) -> None:
         store.get_file(key, target)
 
 
-def fetch_base_model(ctx: WorkerContext, base_model: BaseModel) -> str:
+def fetch_base_model(ctx: WorkerContext, base_model: RegisteredModel) -> str:
     """A local folder (or hub id) that the model family can ``from_pretrained``."""
     location = base_model.location or {}
     kind = location.get("kind")

@@ -16,16 +16,19 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
+from contract.train_config import TrainConfig, dump_config
+from core.enums import JobKind, JobStatus
 from core.services import base_models, job_events, jobs
 from core.storage import StorageError
-from core.tables import BaseModel, Dataset, Job
+from core.tables import Job
 from worker.context import WorkerContext, context
-from worker.fetch import InputError, fetch_base_model, fetch_dataset
+from worker.inputs import fetch_inputs
 from worker.publish import Publisher, restore_latest
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ class Heartbeat(threading.Thread):
     def __init__(self, ctx: WorkerContext, job_id: str, interval: float):
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
         self.ctx, self.job_id, self.interval = ctx, job_id, interval
-        self.status: str | None = "running"
+        self.status: str | None = JobStatus.RUNNING
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -68,7 +71,7 @@ class Reporter:
 
     def __init__(self, ctx: WorkerContext, job_id: str, heartbeat: Heartbeat | None = None):
         self.ctx, self.job_id, self.heartbeat = ctx, job_id, heartbeat
-        self.status: str | None = "running"
+        self.status: str | None = JobStatus.RUNNING
         self.last: dict[str, Any] | None = None
         self._last_write = 0.0
         self._phases: set[str] = set()
@@ -97,7 +100,7 @@ class Reporter:
 
     def should_stop(self) -> bool:
         status = self.heartbeat.status if self.heartbeat else self.status
-        return status == "cancelling" or self.status == "cancelling"
+        return JobStatus.CANCELLING in (status, self.status)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,23 +108,31 @@ class Reporter:
 # ----------------------------------------------------------------------------------------------
 
 
-# Base-model family (service) -> model family of the training library.
-FAMILIES = {"dit": "dit", "sd": "sd", "sd-controlnet": "controlnet"}
+def build_config(job: Job, base_location: str) -> TrainConfig:
+    """The job's stored TrainConfig (complete and validated at POST time) pointing at the fetched base model.
+
+    The stored ``base_model`` names the registered model (``bm_…``); only its location is local.
+    """
+    return TrainConfig.model_validate({**job.hyperparameters, "base_model": base_location})
 
 
-def build_config(job: Job, base_location: str, family: str = "dit"):
-    """The job's stored hyperparameters as a validated TrainConfig pointing at the fetched model,
-    with the family of the base model and the job's validation prompts."""
-    from contract.train_config import parse_config
+@dataclass(frozen=True)
+class TrainSpec:
+    """What one training process needs; written once as JSON for torchrun ranks."""
 
-    values = dict(job.hyperparameters or {})
-    values["base_model"] = base_location
-    values["family"] = FAMILIES.get(family, family)
-    if job.validation_prompts and not values.get("validation_prompts"):
-        values["validation_prompts"] = list(job.validation_prompts)
-    values.setdefault("method", job.method)
-    values.setdefault("seed", job.seed)
-    return parse_config(values)
+    config: TrainConfig
+    data_dir: str
+    out_dir: str
+    device: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"config": dump_config(self.config), "data_dir": self.data_dir,
+                           "out_dir": self.out_dir, "device": self.device})
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainSpec:
+        data = json.loads(text)
+        return cls(config=TrainConfig.model_validate(data.pop("config")), **data)
 
 
 def job_dir(ctx: WorkerContext, job_id: str) -> Path:
@@ -133,26 +144,25 @@ def job_dir(ctx: WorkerContext, job_id: str) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 
-def train(ctx: WorkerContext, job_id: str, spec: dict[str, Any], *, heartbeat: Heartbeat | None = None) -> dict:
+def train(ctx: WorkerContext, job_id: str, spec: TrainSpec, *, heartbeat: Heartbeat | None = None) -> dict:
     """Run the trainer for a claimed job; rank 0 reports and publishes. Returns the outcome."""
-    from contract.train_config import parse_config
     from models.distributed import init_distributed
     from models.run import run_training
 
-    dist = init_distributed(spec.get("device"))
+    dist = init_distributed(spec.device)
     reporter = Reporter(ctx, job_id, heartbeat)
     main = dist.is_main
     result = run_training(
-        parse_config(spec["config"]), data_dir=spec["data_dir"], out_dir=spec["out_dir"],
+        spec.config, data_dir=spec.data_dir, out_dir=spec.out_dir,
         cache_dir=ctx.cache_dir / "ml", resume=True, dist=dist,
         on_phase=reporter.phase if main else None, on_progress=reporter.progress,
         on_artifact=Publisher(ctx, job_id) if main else None, should_stop=reporter.should_stop)
     return {"step": result.fit.step, "stopped": result.fit.stopped, "metrics": reporter.last}
 
 
-def _train_with_torchrun(job_id: str, spec: dict[str, Any], gpus: int, out_dir: Path) -> dict:
+def _train_with_torchrun(job_id: str, spec: TrainSpec, gpus: int, out_dir: Path) -> dict:
     spec_file = out_dir / "spec.json"
-    spec_file.write_text(json.dumps(spec))
+    spec_file.write_text(spec.to_json())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
            "-m", "worker.train_entry", job_id, str(spec_file)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -168,25 +178,21 @@ def _train_with_torchrun(job_id: str, spec: dict[str, Any], gpus: int, out_dir: 
 
 
 def _execute(ctx: WorkerContext, job: Job, heartbeat: Heartbeat) -> dict:
-    if job.kind == "forgetting_probe":
+    if job.kind == JobKind.FORGETTING_PROBE:
         from worker.probe_job import execute_probe
 
         return execute_probe(ctx, job, lambda: heartbeat.status)
     reporter = Reporter(ctx, job.id)
-    with ctx.sessions() as session:
-        dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
-        base_model = session.get(BaseModel, job.base_model_id) if job.base_model_id else None
-    if dataset is None or base_model is None:
-        raise InputError("the job's dataset or base model was deleted")
-    data_dir = fetch_dataset(ctx, dataset)
-    base = fetch_base_model(ctx, base_model)
-    config = build_config(job, base, base_model.family)
+    inputs = fetch_inputs(ctx, job)
+    config = build_config(job, inputs.base_location)
     out_dir = job_dir(ctx, job.id) / "run"
     out_dir.mkdir(parents=True, exist_ok=True)
     resumed = restore_latest(ctx, job.id, out_dir)
-    reporter.event(f"inputs ready: dataset {dataset.id} ({dataset.num_images} images), base model {base_model.id}"
-                   + (f"; resuming from step {resumed}" if resumed else ""), resumed_from=resumed)
-    spec = {"config": config.model_dump(mode="json"), "data_dir": str(data_dir), "out_dir": str(out_dir)}
+    dataset = inputs.dataset
+    reporter.event(f"inputs ready: dataset {dataset.id} ({dataset.num_images} images), base model "
+                   f"{inputs.base_model.id}" + (f"; resuming from step {resumed}" if resumed else ""),
+                   resumed_from=resumed)
+    spec = TrainSpec(config=config, data_dir=str(inputs.data_dir), out_dir=str(out_dir))
     gpus = int((job.resources or {}).get("gpus") or 1)
     if gpus > 1:
         return _train_with_torchrun(job.id, spec, gpus, out_dir)
@@ -223,11 +229,11 @@ def run(job_id: str) -> str:
     with ctx.sessions() as session:
         if outcome["stopped"]:
             jobs.mark_cancelled(session, job_id=job_id)
-            return "cancelled"
+            return JobStatus.CANCELLED
         jobs.mark_succeeded(session, job_id=job_id, metrics=outcome.get("metrics"))
         if job.base_model_id:
             base_models.mark_ready(session, base_model_id=job.base_model_id)  # it demonstrably loads
-    return "succeeded"
+    return JobStatus.SUCCEEDED
 
 
 def _fail(ctx: WorkerContext, job_id: str, message: str) -> str:
@@ -235,4 +241,4 @@ def _fail(ctx: WorkerContext, job_id: str, message: str) -> str:
     message = re.sub(re.escape(str(ctx.cache_dir / "datasets")) + r"/[^/]+/files/", "", message)
     with ctx.sessions() as session:
         jobs.mark_failed(session, job_id=job_id, error=message)
-    return "failed"
+    return JobStatus.FAILED

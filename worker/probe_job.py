@@ -6,11 +6,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from core.enums import JobStatus
 from core.services import job_events, jobs
 from core.storage.layout import report_key
-from core.tables import BaseModel, Dataset, Job
+from core.tables import Job
 from worker.context import WorkerContext
-from worker.fetch import InputError, fetch_base_model, fetch_dataset
+from worker.fetch import InputError
+from worker.inputs import fetch_inputs
 from worker.publish import download_checkpoint
 
 
@@ -36,13 +38,8 @@ def execute_probe(ctx: WorkerContext, job: Job, status) -> dict[str, Any]:
     from models.probe import run_probe
 
     params = job.hyperparameters
-    with ctx.sessions() as session:
-        dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
-        base_model = session.get(BaseModel, job.base_model_id) if job.base_model_id else None
-    if dataset is None or base_model is None:
-        raise InputError("the probe's dataset or base model was deleted")
-    data_dir = fetch_dataset(ctx, dataset)
-    base = fetch_base_model(ctx, base_model)
+    inputs = fetch_inputs(ctx, job)
+    data_dir, base = inputs.data_dir, inputs.base_location
     work = ctx.cache_dir / "jobs" / job.id
     step = int(params["checkpoint_step"])
     try:
@@ -58,7 +55,7 @@ def execute_probe(ctx: WorkerContext, job: Job, status) -> dict[str, Any]:
         with ctx.sessions() as session:
             current = jobs.update_progress(session, job_id=job.id, step=done, total_steps=job.total_steps,
                                            eta_seconds=eta, message=line)
-        if current == "cancelling" or status() == "cancelling":
+        if JobStatus.CANCELLING in (current, status()):
             raise _Cancelled
 
     def say(line: str) -> None:

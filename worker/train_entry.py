@@ -7,17 +7,17 @@ import sys
 from pathlib import Path
 
 from worker.context import context
-from worker.pipeline import train
+from worker.pipeline import TrainSpec, train
 
 
 def main(job_id: str, spec_file: str) -> None:
-    spec = json.loads(Path(spec_file).read_text())
+    spec = TrainSpec.from_json(Path(spec_file).read_text())
     outcome = train(context(), job_id, spec)
     from models.distributed import DistInfo, init_distributed, shutdown
 
-    dist: DistInfo = init_distributed(spec.get("device"))
+    dist: DistInfo = init_distributed(spec.device)
     if dist.is_main:
-        (Path(spec["out_dir"]) / "outcome.json").write_text(json.dumps(outcome))
+        (Path(spec.out_dir) / "outcome.json").write_text(json.dumps(outcome))
     shutdown(dist)
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from api.deps import CeleryDep, CurrentTenant, IdempotencyKey, PageDep, SessionDep
 from api.schemas import BaseModelCreate, BaseModelOut, ListResponse
+from core.enums import BaseModelStatus
 from core.queue import enqueue_base_model_check
 from core.services import base_models, idempotency
 
@@ -32,7 +33,7 @@ def create_base_model(
         idempotency_key=idempotency_key,
         fingerprint=idempotency.request_hash(body.model_dump(mode="json")),
     )
-    if model.status == "pending":  # a worker loads it; jobs also mark it ready when they load it
+    if model.status == BaseModelStatus.PENDING:  # a worker loads it; jobs also mark it ready when they load it
         try:
             enqueue_base_model_check(celery, model.id)
         except Exception as err:  # noqa: BLE001 - registration must not depend on the broker
@@ -42,7 +43,7 @@ def create_base_model(
 
 @router.get("", summary="List base models")
 def list_base_models(session: SessionDep, tenant: CurrentTenant, page: PageDep) -> ListResponse[BaseModelOut]:
-    result = base_models.list(session, tenant_id=tenant.id, limit=page.limit, after=page.after)
+    result = base_models.list_page(session, tenant_id=tenant.id, limit=page.limit, after=page.after)
     return ListResponse(data=[BaseModelOut.of(m) for m in result.data], has_more=result.has_more)
 
 

@@ -56,7 +56,7 @@ def create_dataset(
 
 @router.get("", summary="List datasets")
 def list_datasets(session: SessionDep, tenant: CurrentTenant, page: PageDep) -> ListResponse[DatasetOut]:
-    result = datasets.list(session, tenant_id=tenant.id, limit=page.limit, after=page.after)
+    result = datasets.list_page(session, tenant_id=tenant.id, limit=page.limit, after=page.after)
     return ListResponse(data=[DatasetOut.of(d) for d in result.data], has_more=result.has_more)
 
 

@@ -4,7 +4,7 @@ probes of a tuned job and the reports they write."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -23,6 +23,7 @@ from api.schemas import (
     SampleOut,
 )
 from api.sse import event_out, stream_events
+from core.enums import JobStatus
 from core.errors import InvalidError
 from core.queue import enqueue_job
 from core.services import idempotency, job_events, jobs, outputs, probes
@@ -30,7 +31,6 @@ from core.storage.layout import report_prefix
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-Status = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 
 
 @router.post("", status_code=201, summary="Start a tuning job", response_model=JobOut)
@@ -61,7 +61,7 @@ def create_job(
 
 def _enqueued(session, celery, job):
     """Send a queued job to the workers; a broker failure fails the job and answers 503."""
-    if job.status == "queued":  # also on a replay: a lost message is harmless to resend (claims)
+    if job.status == JobStatus.QUEUED:  # also on a replay: a lost message is harmless to resend (claims)
         try:
             enqueue_job(celery, job.id)
         except Exception as err:  # noqa: BLE001 - any broker failure
@@ -111,9 +111,9 @@ def list_jobs(
     session: SessionDep,
     tenant: CurrentTenant,
     page: PageDep,
-    status: Annotated[Status | None, Query()] = None,
+    status: Annotated[JobStatus | None, Query()] = None,
 ) -> ListResponse[JobOut]:
-    result = jobs.list(session, tenant_id=tenant.id, status=status, limit=page.limit, after=page.after)
+    result = jobs.list_page(session, tenant_id=tenant.id, status=status, limit=page.limit, after=page.after)
     return ListResponse(data=[JobOut.of(j) for j in result.data], has_more=result.has_more)
 
 
@@ -152,7 +152,7 @@ def list_events(
         return StreamingResponse(
             frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    result = job_events.list(session, job_id=job_id, limit=page.limit, after=after)
+    result = job_events.list_page(session, job_id=job_id, limit=page.limit, after=after)
     return JSONResponse(
         ListResponse(data=[event_out(e) for e in result.data], has_more=result.has_more).model_dump(
             mode="json"

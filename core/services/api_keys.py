@@ -47,7 +47,7 @@ def authenticate(session: Session, *, secret: str) -> Tenant | None:
     return session.scalar(stmt)
 
 
-def list(session: Session, *, tenant_name: str) -> list[ApiKey]:
+def list_for_tenant(session: Session, *, tenant_name: str) -> list[ApiKey]:
     """The keys of a tenant (hashes and prefixes only)."""
     stmt = select(ApiKey).join(Tenant).where(Tenant.name == tenant_name).order_by(ApiKey.id)
     return session.scalars(stmt).all()

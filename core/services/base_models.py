@@ -7,28 +7,25 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.errors import NotFoundError
+from core.enums import BaseModelStatus
 from core.ids import new_id
 from core.services import idempotency
+from core.services.common import owned
 from core.services.pagination import Page, paginate
-from core.tables import BaseModel
+from core.tables import RegisteredModel
 
 SCOPE = "base-models"
-FAMILIES = ("dit", "sd", "sd-controlnet")
 
 
-def get(session: Session, *, tenant_id: str, base_model_id: str) -> BaseModel:
+def get(session: Session, *, tenant_id: str, base_model_id: str) -> RegisteredModel:
     """The tenant's base model, or ``NotFoundError``."""
-    model = session.get(BaseModel, base_model_id)
-    if model is None or model.tenant_id != tenant_id:
-        raise NotFoundError("base model", base_model_id)
-    return model
+    return owned(session, RegisteredModel, base_model_id, tenant_id=tenant_id, kind="base model")
 
 
-def list(session: Session, *, tenant_id: str, limit: int = 20, after: str | None = None) -> Page[BaseModel]:
+def list_page(session: Session, *, tenant_id: str, limit: int = 20, after: str | None = None) -> Page[RegisteredModel]:
     """The tenant's base models, newest first."""
-    stmt = select(BaseModel).where(BaseModel.tenant_id == tenant_id)
-    return paginate(session, stmt, key=BaseModel.id, limit=limit, after=after)
+    stmt = select(RegisteredModel).where(RegisteredModel.tenant_id == tenant_id)
+    return paginate(session, stmt, key=RegisteredModel.id, limit=limit, after=after)
 
 
 def create(
@@ -40,30 +37,28 @@ def create(
     location: dict[str, Any],
     idempotency_key: str | None = None,
     fingerprint: str = "",
-) -> BaseModel:
-    """Register a base model as ``pending``."""
-    fields = {"tenant_id": tenant_id, "scope": SCOPE, "key": idempotency_key, "fingerprint": fingerprint}
-    if previous := idempotency.get(session, **fields):
-        return get(session, tenant_id=tenant_id, base_model_id=previous)
-    model = BaseModel(
-        id=new_id("base_model"), tenant_id=tenant_id, name=name, family=family, location=location
-    )
+) -> RegisteredModel:
+    """Register a base model as ``pending`` (``family`` is a ``contract.families`` api_name)."""
+    request = idempotency.Request(session, tenant_id, SCOPE, idempotency_key, fingerprint)
+    if earlier := request.earlier():
+        return get(session, tenant_id=tenant_id, base_model_id=earlier)
+    model = RegisteredModel(id=new_id("base_model"), tenant_id=tenant_id, name=name, family=family,
+                            location=location)
     session.add(model)
-    idempotency.create(session, **fields, resource_id=model.id)
-    if winner := idempotency.commit(session, **fields):
-        return get(session, tenant_id=tenant_id, base_model_id=winner)
-    return model
+    return get(session, tenant_id=tenant_id, base_model_id=request.commit(model.id))
+
+
+def _set_status(session: Session, base_model_id: str, status: BaseModelStatus, error: str | None) -> None:
+    stmt = update(RegisteredModel).where(RegisteredModel.id == base_model_id).values(status=status, error=error)
+    session.execute(stmt)
+    session.commit()
 
 
 def mark_ready(session: Session, *, base_model_id: str) -> None:
     """The worker loaded the model."""
-    session.execute(update(BaseModel).where(BaseModel.id == base_model_id).values(status="ready", error=None))
-    session.commit()
+    _set_status(session, base_model_id, BaseModelStatus.READY, None)
 
 
 def mark_failed(session: Session, *, base_model_id: str, error: str) -> None:
     """The worker could not load the model; ``error`` says why."""
-    session.execute(
-        update(BaseModel).where(BaseModel.id == base_model_id).values(status="failed", error=error)
-    )
-    session.commit()
+    _set_status(session, base_model_id, BaseModelStatus.FAILED, error)

@@ -12,27 +12,25 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.datasets import archive, layout, pack
-from core.errors import ConflictError, NotFoundError
+from core.enums import JobStatus
+from core.errors import ConflictError
 from core.ids import new_id
 from core.services import idempotency
+from core.services.common import owned
 from core.services.pagination import Page, paginate
 from core.storage import Storage
 from core.storage.layout import dataset_archive_key, dataset_manifest_key, dataset_prefix
 from core.tables import Dataset, Job
 
 SCOPE = "datasets"
-ACTIVE = ("queued", "running", "cancelling")
 
 
 def get(session: Session, *, tenant_id: str, dataset_id: str) -> Dataset:
     """The tenant's dataset, or ``NotFoundError``."""
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None or dataset.tenant_id != tenant_id:
-        raise NotFoundError("dataset", dataset_id)
-    return dataset
+    return owned(session, Dataset, dataset_id, tenant_id=tenant_id, kind="dataset")
 
 
-def list(session: Session, *, tenant_id: str, limit: int = 20, after: str | None = None) -> Page[Dataset]:
+def list_page(session: Session, *, tenant_id: str, limit: int = 20, after: str | None = None) -> Page[Dataset]:
     """The tenant's datasets, newest first."""
     stmt = select(Dataset).where(Dataset.tenant_id == tenant_id)
     return paginate(session, stmt, key=Dataset.id, limit=limit, after=after)
@@ -69,9 +67,9 @@ def create(
     fingerprint: str = "",
 ) -> Dataset:
     """Validate and store an uploaded archive; a rejected upload leaves no row and no objects."""
-    fields = {"tenant_id": tenant_id, "scope": SCOPE, "key": idempotency_key, "fingerprint": fingerprint}
-    if previous := idempotency.get(session, **fields):
-        return get(session, tenant_id=tenant_id, dataset_id=previous)
+    request = idempotency.Request(session, tenant_id, SCOPE, idempotency_key, fingerprint)
+    if earlier := request.earlier():
+        return get(session, tenant_id=tenant_id, dataset_id=earlier)
     dataset_id = new_id("dataset")
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -89,22 +87,20 @@ def create(
             storage_prefix=dataset_prefix(dataset_id),
         )
         session.add(dataset)
-        idempotency.create(session, **fields, resource_id=dataset_id)
-        winner = idempotency.commit(session, **fields)
+        winner = request.commit(dataset_id)
     except BaseException:
         session.rollback()
         storage.delete_prefix(dataset_prefix(dataset_id))
         raise
-    if winner:
+    if winner != dataset_id:  # a concurrent request with the same key stored it first
         storage.delete_prefix(dataset_prefix(dataset_id))
-        return get(session, tenant_id=tenant_id, dataset_id=winner)
-    return dataset
+    return get(session, tenant_id=tenant_id, dataset_id=winner)
 
 
 def delete(session: Session, *, tenant_id: str, dataset_id: str, storage: Storage) -> None:
     """Delete a dataset that no unfinished job uses, then its objects."""
     dataset = get(session, tenant_id=tenant_id, dataset_id=dataset_id)
-    busy = session.scalar(select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE)).limit(1))
+    busy = session.scalar(select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(JobStatus.unfinished())).limit(1))
     if busy:
         raise ConflictError(f"dataset {dataset_id} is used by unfinished job {busy}")
     session.delete(dataset)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -54,3 +55,27 @@ def commit(session: Session, *, tenant_id: str, scope: str, key: str | None, fin
         if winner := get(session, tenant_id=tenant_id, scope=scope, key=key, fingerprint=fingerprint):
             return winner
         raise
+
+
+@dataclass(frozen=True)
+class Request:
+    """One create request's idempotency record: the id it made earlier, and the commit of a new one."""
+
+    session: Session
+    tenant_id: str
+    scope: str
+    key: str | None
+    fingerprint: str = ""
+
+    def _fields(self) -> dict[str, Any]:
+        return {"tenant_id": self.tenant_id, "scope": self.scope, "key": self.key, "fingerprint": self.fingerprint}
+
+    def earlier(self) -> str | None:
+        """The id this key created before (a retry), or None."""
+        return get(self.session, **self._fields())
+
+    def commit(self, resource_id: str) -> str:
+        """Record the key with the caller's new resource and commit; return the id that won
+        (``resource_id``, or a concurrent request's under the same key)."""
+        create(self.session, **self._fields(), resource_id=resource_id)
+        return commit(self.session, **self._fields()) or resource_id

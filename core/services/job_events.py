@@ -54,7 +54,7 @@ def create(
     return event
 
 
-def list(session: Session, *, job_id: str, limit: int = 20, after: int | None = None) -> Page[JobEvent]:
+def list_page(session: Session, *, job_id: str, limit: int = 20, after: int | None = None) -> Page[JobEvent]:
     """A job's events, oldest first, after the row id ``after``."""
     stmt = select(JobEvent).where(JobEvent.job_id == job_id)
     return paginate(session, stmt, key=JobEvent.id, limit=limit, after=after, newest_first=False)

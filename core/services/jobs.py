@@ -13,29 +13,26 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.errors import ConflictError, InvalidError, NotFoundError
-from core.hyperparameters import validate_hyperparameters
+from contract.families import family_of_api_name
+from core.enums import BaseModelStatus, JobStatus
+from core.errors import ConflictError, InvalidError
+from core.hyperparameters import job_hyperparameters
 from core.ids import new_id
-from core.services import base_models, datasets, idempotency, job_events
+from core.services import idempotency, job_events
+from core.services.common import owned, referenced
 from core.services.pagination import Page, paginate
-from core.tables import Dataset, Job, utcnow
+from core.tables import Dataset, Job, RegisteredModel, utcnow
 
 SCOPE = "jobs"
-STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
-TERMINAL = ("succeeded", "failed", "cancelled")
-ACTIVE = ("running", "cancelling")
-DATASET_LAYOUTS = {"dit": "class_folders", "sd": "metadata", "sd-controlnet": "metadata"}
+ON_WORKER = JobStatus.on_worker()
 
 
 def get(session: Session, *, tenant_id: str, job_id: str) -> Job:
     """The tenant's job, or ``NotFoundError``."""
-    job = session.get(Job, job_id)
-    if job is None or job.tenant_id != tenant_id:
-        raise NotFoundError("job", job_id)
-    return job
+    return owned(session, Job, job_id, tenant_id=tenant_id, kind="job")
 
 
-def list(
+def list_page(
     session: Session, *, tenant_id: str, status: str | None = None, limit: int = 20, after: str | None = None
 ) -> Page[Job]:
     """The tenant's jobs, newest first, optionally of one status."""
@@ -43,40 +40,6 @@ def list(
     if status is not None:
         stmt = stmt.where(Job.status == status)
     return paginate(session, stmt, key=Job.id, limit=limit, after=after)
-
-
-def _merge(hyperparameters: dict[str, Any], **top_level: Any) -> dict[str, Any]:
-    """Copy top-level request fields into the hyperparameters; a disagreement names the field."""
-    merged = dict(hyperparameters)
-    for name, value in top_level.items():
-        if value is None:
-            continue
-        if name in merged and merged[name] != value:
-            raise InvalidError.field(f"hyperparameters.{name}", f"conflicts with the top-level {name!r}")
-        merged[name] = value
-    return merged
-
-
-def _check_dataset(dataset: Dataset, family: str, labels: list[int] | None) -> None:
-    wanted = DATASET_LAYOUTS[family]
-    if dataset.layout != wanted:
-        raise InvalidError.field(
-            "dataset", f"a {family} model needs a {wanted} dataset, not {dataset.layout}"
-        )
-    if family == "sd-controlnet" and not dataset.stats.get("conditioning"):
-        raise InvalidError.field("dataset", "sd-controlnet needs conditioning_file_name in metadata.jsonl")
-    if labels and dataset.num_classes is not None:
-        bad = [label for label in labels if not 0 <= label < dataset.num_classes]
-        if bad:
-            raise InvalidError.field("validation_labels", f"{bad} outside 0..{dataset.num_classes - 1}")
-
-
-def referenced(session: Session, tenant_id: str, kind: str, fetch, **ids: str):
-    """Fetch a resource the request refers to; unknown ids are a 422 naming the field."""
-    try:
-        return fetch(session, tenant_id=tenant_id, **ids)
-    except NotFoundError as err:
-        raise InvalidError.field(kind, str(err)) from None
 
 
 def create(
@@ -95,58 +58,61 @@ def create(
     idempotency_key: str | None = None,
     fingerprint: str = "",
 ) -> Job:
-    """Validate and commit a ``queued`` job (the caller enqueues it afterwards)."""
-    fields = {"tenant_id": tenant_id, "scope": SCOPE, "key": idempotency_key, "fingerprint": fingerprint}
-    if previous := idempotency.get(session, **fields):
-        return get(session, tenant_id=tenant_id, job_id=previous)
-    model = referenced(session, tenant_id, "base_model", base_models.get, base_model_id=base_model_id)
-    if model.status == "failed":
+    """Validate and commit a ``queued`` job (the caller enqueues it afterwards).
+
+    Everything the worker would reject is a 422 here (``core.hyperparameters.job_hyperparameters``);
+    the stored hyperparameters are the complete TrainConfig the worker runs.
+    """
+    request = idempotency.Request(session, tenant_id, SCOPE, idempotency_key, fingerprint)
+    if earlier := request.earlier():
+        return get(session, tenant_id=tenant_id, job_id=earlier)
+    model = referenced(session, RegisteredModel, base_model_id, tenant_id=tenant_id, kind="base model",
+                       field="base_model")
+    if model.status == BaseModelStatus.FAILED:
         raise InvalidError.field("base_model", f"{model.id} failed its load check: {model.error}")
-    dataset = referenced(session, tenant_id, "dataset", datasets.get, dataset_id=dataset_id)
-    _check_dataset(dataset, model.family, validation_labels)
-    merged = _merge(hyperparameters or {}, method=method, seed=seed, validation_labels=validation_labels)
-    config = validate_hyperparameters(merged)
+    dataset = referenced(session, Dataset, dataset_id, tenant_id=tenant_id, kind="dataset", field="dataset")
+    config = job_hyperparameters(
+        hyperparameters or {}, family=family_of_api_name(model.family), base_model_id=model.id, dataset=dataset,
+        gpus=gpus, method=method, seed=seed, validation_labels=validation_labels,
+        validation_prompts=validation_prompts)
     job = Job(
         id=new_id("job"),
         tenant_id=tenant_id,
         base_model_id=model.id,
         dataset_id=dataset.id,
         method=config["method"],
-        status="queued",
+        status=JobStatus.QUEUED,
         hyperparameters=config,
-        validation_prompts=validation_prompts,
+        validation_prompts=config["validation_prompts"],
         seed=config["seed"],
         metadata_=metadata or {},
         resources={"gpus": gpus},
         total_steps=config["max_steps"],
     )
-    return insert(session, job, idempotency_fields=fields)
+    return insert(session, job, request)
 
 
-def insert(session: Session, job: Job, *, idempotency_fields: dict[str, Any]) -> Job:
+def insert(session: Session, job: Job, request: idempotency.Request) -> Job:
     """Commit a new ``queued`` job with its first event and idempotency record (a concurrent
     request with the same key wins: its job is returned instead)."""
     session.add(job)
     session.flush()
     job_events.add(session, job_id=job.id, type="status", message="job queued")
-    idempotency.create(session, **idempotency_fields, resource_id=job.id)
-    if winner := idempotency.commit(session, **idempotency_fields):
-        return get(session, tenant_id=job.tenant_id, job_id=winner)
-    return job
+    return get(session, tenant_id=job.tenant_id, job_id=request.commit(job.id))
 
 
 def _transition(
     session: Session, job_id: str, sources: tuple[str, ...], target: str, message: str, *, where=(), **values
 ) -> bool:
     """Move a job from one of ``sources`` to ``target`` and log it; False when it was elsewhere."""
-    if target in TERMINAL:
+    if target in JobStatus.terminal():
         values.setdefault("finished_at", utcnow())
     stmt = (
         update(Job).where(Job.id == job_id, Job.status.in_(sources), *where).values(status=target, **values)
     )
     changed = session.execute(stmt).rowcount == 1
     if changed:
-        level = "error" if target == "failed" else "info"
+        level = "error" if target == JobStatus.FAILED else "info"
         job_events.add(session, job_id=job_id, type="status", level=level, message=message)
     session.commit()
     return changed
@@ -155,10 +121,10 @@ def _transition(
 def cancel(session: Session, *, tenant_id: str, job_id: str) -> Job:
     """Cancel a queued job at once, or ask a running one to stop; finished jobs cannot be cancelled."""
     job = get(session, tenant_id=tenant_id, job_id=job_id)
-    if not _transition(session, job_id, ("queued",), "cancelled", "job cancelled before it started"):
-        _transition(session, job_id, ("running",), "cancelling", "cancellation requested")
+    if not _transition(session, job_id, (JobStatus.QUEUED,), JobStatus.CANCELLED, "job cancelled before it started"):
+        _transition(session, job_id, (JobStatus.RUNNING,), JobStatus.CANCELLING, "cancellation requested")
     session.refresh(job)
-    if job.status in ("succeeded", "failed"):
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
         raise ConflictError(f"job {job_id} already {job.status}; it cannot be cancelled")
     return job
 
@@ -170,7 +136,7 @@ def claim(session: Session, *, job_id: str, worker: str) -> Job | None:
     """Take a queued job for ``worker``; None when it is not queued (already claimed, cancelled…)."""
     now = utcnow()
     values = {"worker": worker, "heartbeat_at": now, "attempts": Job.attempts + 1, "error": None}
-    if not _transition(session, job_id, ("queued",), "running", f"claimed by {worker}", **values):
+    if not _transition(session, job_id, (JobStatus.QUEUED,), JobStatus.RUNNING, f"claimed by {worker}", **values):
         return None
     session.execute(update(Job).where(Job.id == job_id, Job.started_at.is_(None)).values(started_at=now))
     session.commit()
@@ -179,7 +145,7 @@ def claim(session: Session, *, job_id: str, worker: str) -> Job | None:
 
 def heartbeat(session: Session, *, job_id: str) -> str | None:
     """Prove the worker is alive; return the job's status (``cancelling`` means stop)."""
-    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE)).values(heartbeat_at=utcnow()))
+    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ON_WORKER)).values(heartbeat_at=utcnow()))
     session.commit()
     return session.scalar(select(Job.status).where(Job.id == job_id))
 
@@ -203,7 +169,7 @@ def update_progress(
         values["eta_at"] = now + timedelta(seconds=eta_seconds)
     if metrics is not None:
         values["metrics"] = metrics
-    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE)).values(**values))
+    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ON_WORKER)).values(**values))
     if message:
         job_events.add(
             session, job_id=job_id, type="progress", message=message, data={"step": step, **(metrics or {})}
@@ -215,23 +181,23 @@ def update_progress(
 def mark_succeeded(session: Session, *, job_id: str, metrics: dict[str, Any] | None = None) -> bool:
     """The run finished; False when the job had already ended."""
     values = {"metrics": metrics} if metrics is not None else {}
-    return _transition(session, job_id, ACTIVE, "succeeded", "job succeeded", eta_at=None, **values)
+    return _transition(session, job_id, ON_WORKER, JobStatus.SUCCEEDED, "job succeeded", eta_at=None, **values)
 
 
 def mark_failed(session: Session, *, job_id: str, error: str) -> bool:
     """The run failed with ``error`` (shown to the user); False when the job had already ended."""
-    sources = ("queued", *ACTIVE)
-    return _transition(session, job_id, sources, "failed", f"job failed: {error}", error=error, eta_at=None)
+    sources = JobStatus.unfinished()
+    return _transition(session, job_id, sources, JobStatus.FAILED, f"job failed: {error}", error=error, eta_at=None)
 
 
 def mark_cancelled(session: Session, *, job_id: str) -> bool:
     """The run stopped on request (its last checkpoint is kept); False when it had already ended."""
-    return _transition(session, job_id, ("queued", *ACTIVE), "cancelled", "job cancelled", eta_at=None)
+    return _transition(session, job_id, JobStatus.unfinished(), JobStatus.CANCELLED, "job cancelled", eta_at=None)
 
 
 def release(session: Session, *, job_id: str, reason: str) -> bool:
     """Give a running job back to the queue (a transient failure the task will retry)."""
-    return _transition(session, job_id, ("running",), "queued", reason, worker=None)
+    return _transition(session, job_id, (JobStatus.RUNNING,), JobStatus.QUEUED, reason, worker=None)
 
 
 def requeue_stale(session: Session, *, older_than: timedelta, max_attempts: int = 3) -> list[str]:
@@ -241,19 +207,19 @@ def requeue_stale(session: Session, *, older_than: timedelta, max_attempts: int 
     """
     cutoff = utcnow() - older_than
     stale = session.execute(
-        select(Job.id, Job.status, Job.attempts).where(Job.status.in_(ACTIVE), Job.heartbeat_at < cutoff)
+        select(Job.id, Job.status, Job.attempts).where(Job.status.in_(ON_WORKER), Job.heartbeat_at < cutoff)
     ).all()
     requeued = []
     for job_id, status, attempts in stale:
-        if status == "cancelling":
+        if status == JobStatus.CANCELLING:
             mark_cancelled(session, job_id=job_id)
         elif attempts >= max_attempts:
             mark_failed(session, job_id=job_id, error=f"worker lost {attempts} times; giving up")
         elif _transition(
             session,
             job_id,
-            ("running",),
-            "queued",
+            (JobStatus.RUNNING,),
+            JobStatus.QUEUED,
             "worker lost; job requeued",
             where=(Job.heartbeat_at < cutoff,),
             worker=None,

@@ -12,12 +12,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from contract.families import Conditioning, DatasetLayout, family_of_api_name
+from core.enums import JobKind, JobStatus
 from core.errors import InvalidError
 from core.ids import new_id
-from core.services import datasets, idempotency, jobs
-from core.tables import BaseModel, Checkpoint, Job
+from core.services import idempotency, jobs
+from core.services.common import referenced
+from core.tables import Checkpoint, Dataset, Job, RegisteredModel
 
-KIND = "forgetting_probe"
+KIND = JobKind.FORGETTING_PROBE
 SCOPE = "probes"
 DIRECTIONS = 2  # tuned→base and base→tuned
 
@@ -50,20 +53,21 @@ def create_forgetting_probe(
     fingerprint: str = "",
 ) -> Job:
     """Validate and commit a ``queued`` probe of ``job_id``'s checkpoint (default: its latest)."""
-    fields = {"tenant_id": tenant_id, "scope": SCOPE, "key": idempotency_key, "fingerprint": fingerprint}
-    if previous := idempotency.get(session, **fields):
-        return jobs.get(session, tenant_id=tenant_id, job_id=previous)
+    request = idempotency.Request(session, tenant_id, SCOPE, idempotency_key, fingerprint)
+    if earlier := request.earlier():
+        return jobs.get(session, tenant_id=tenant_id, job_id=earlier)
     tuned = jobs.get(session, tenant_id=tenant_id, job_id=job_id)
-    if tuned.kind != "tune":
+    if tuned.kind != JobKind.TUNE:
         raise InvalidError.field("job", f"{tuned.id} is a {tuned.kind} job; probe a tuning job")
-    model = session.get(BaseModel, tuned.base_model_id) if tuned.base_model_id else None
+    model = session.get(RegisteredModel, tuned.base_model_id) if tuned.base_model_id else None
     if model is None:
         raise InvalidError.field("job", f"the base model of {tuned.id} was deleted")
-    if model.family != "dit":
-        raise InvalidError.field("job", f"the forgetting probe supports dit models, not {model.family}")
+    if family_of_api_name(model.family).conditioning is not Conditioning.CLASS_LABEL:
+        raise InvalidError.field("job", f"the forgetting probe supports class-conditional models, not {model.family}")
     step = _checkpoint_step(session, tuned, checkpoint_step)
-    dataset = jobs.referenced(session, tenant_id, "dataset", datasets.get, dataset_id=dataset_id or tuned.dataset_id)
-    if dataset.layout != "class_folders":
+    dataset = referenced(session, Dataset, dataset_id or tuned.dataset_id, tenant_id=tenant_id, kind="dataset",
+                         field="dataset")
+    if dataset.layout != DatasetLayout.CLASS_FOLDERS:
         raise InvalidError.field("dataset", f"the probe scores against class folders, not {dataset.layout}")
     guidance = guidance or [1.0]
     parameters: dict[str, Any] = {
@@ -77,7 +81,7 @@ def create_forgetting_probe(
         base_model_id=model.id,
         dataset_id=dataset.id,
         method=tuned.method,
-        status="queued",
+        status=JobStatus.QUEUED,
         hyperparameters=parameters,
         validation_prompts=None,
         seed=seed,
@@ -85,4 +89,4 @@ def create_forgetting_probe(
         resources={"gpus": 1},
         total_steps=DIRECTIONS * len(guidance) * points,
     )
-    return jobs.insert(session, job, idempotency_fields=fields)
+    return jobs.insert(session, job, request)

@@ -42,7 +42,7 @@ def test_full_request_flow_without_servers(embedded, archives):
         headers=auth,
         json={"name": "m", "family": "dit", "location": {"kind": "local", "path": "/m"}},
     ).json()
-    body = {"base_model": model["id"], "dataset": dataset.json()["id"], "hyperparameters": {"max_steps": 3}}
+    body = {"base_model": model["id"], "dataset": dataset.json()["id"], "hyperparameters": {"max_steps": 3, "resolution": 16}}
     job = client.post("/v1/jobs", headers={**auth, "Idempotency-Key": "a"}, json=body)
     assert job.status_code == 201 and job.json()["status"] == "queued"
     again = client.post("/v1/jobs", headers={**auth, "Idempotency-Key": "a"}, json=body)

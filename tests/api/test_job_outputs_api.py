@@ -16,7 +16,7 @@ from core.storage.layout import checkpoint_prefix, sample_key
 
 @pytest.fixture
 def job(client, auth, base_model, dataset) -> dict:
-    body = {"base_model": base_model["id"], "dataset": dataset["id"], "hyperparameters": {"max_steps": 20}}
+    body = {"base_model": base_model["id"], "dataset": dataset["id"], "hyperparameters": {"max_steps": 20, "resolution": 16}}
     return client.post("/v1/jobs", headers=auth, json=body).json()
 
 

@@ -21,7 +21,7 @@ def job_body(base_model, dataset) -> dict:
         "base_model": base_model["id"],
         "dataset": dataset["id"],
         "method": "difftune",
-        "hyperparameters": {"max_steps": 50, "bank_share": 0.25},
+        "hyperparameters": {"max_steps": 50, "bank_share": 0.25, "resolution": 16},
         "validation_labels": [0, 1],
         "seed": 7,
         "metadata": {"team": "vision"},

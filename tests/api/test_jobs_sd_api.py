@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-SD_HYPERPARAMETERS = {"max_steps": 20, "peft": "lora", "lora_rank": 8, "lora_merge": True, "bank_label": "prompt",
+SD_HYPERPARAMETERS = {"max_steps": 20, "resolution": 16, "peft": "lora", "lora_rank": 8, "lora_merge": True, "bank_label": "prompt",
                       "bank_prompts": ["a photo of a house"], "control_extractor": "canny", "eval_every": 5,
                       "convergence_threshold": 0.3}
 

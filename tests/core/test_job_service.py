@@ -42,7 +42,7 @@ def job(db, tenant):
 
 
 def statuses(db, job_id):
-    return [e.message for e in job_events.list(db, job_id=job_id, limit=100).data]
+    return [e.message for e in job_events.list_page(db, job_id=job_id, limit=100).data]
 
 
 def test_create_fills_defaults_and_queues(job):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from core.tables import BaseModel
+from core.tables import RegisteredModel
 
 
 def test_registration_enqueues_a_check(client, auth, redis_client, tiny_base_dir):
@@ -36,5 +36,5 @@ def test_check_marks_ready_or_failed_with_the_reason(client, auth, db, tiny_base
     finally:
         context_module.context.cache_clear()
     assert client.get(f"/v1/base-models/{good['id']}", headers=auth).json()["status"] == "ready"
-    failed = db.get(BaseModel, bad["id"], populate_existing=True)
+    failed = db.get(RegisteredModel, bad["id"], populate_existing=True)
     assert failed.status == "failed" and "not a diffusers DiT folder" in failed.error

@@ -1,0 +1,29 @@
+"""What every tenant-scoped service shares: fetching a row the tenant owns."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+
+from core.errors import InvalidError, NotFoundError
+
+Row = TypeVar("Row")
+
+
+def owned(session: Session, table: type[Row], resource_id: str, *, tenant_id: str, kind: str) -> Row:
+    """The row ``resource_id`` of ``table`` when ``tenant_id`` owns it, else ``NotFoundError``
+    (another tenant's rows are indistinguishable from missing ones)."""
+    row = session.get(table, resource_id)
+    if row is None or row.tenant_id != tenant_id:
+        raise NotFoundError(kind, resource_id)
+    return row
+
+
+def referenced(session: Session, table: type[Row], resource_id: str, *, tenant_id: str, kind: str,
+               field: str) -> Row:
+    """Like ``owned`` for a resource a request refers to: unknown ids are a 422 naming ``field``."""
+    try:
+        return owned(session, table, resource_id, tenant_id=tenant_id, kind=kind)
+    except NotFoundError as err:
+        raise InvalidError.field(field, str(err)) from None
