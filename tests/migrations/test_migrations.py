@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,3 +60,32 @@ def test_importing_migrations_touches_no_database(tmp_path):
     env = {**os.environ, "DIFFTUNE_DATABASE_URL": url}
     subprocess.run([sys.executable, "-c", "import migrations, core.tables, api.app"], env=env, check=True)
     assert not (tmp_path / "untouched.db").exists()
+
+
+def test_0003_completes_the_stored_config_of_existing_tuning_jobs(empty_url):
+    """Jobs stored before the job-config contract get their base model's family, id and prompts."""
+    from sqlalchemy import text
+
+    upgrade(empty_url, "0002")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO tenant (id, name, created_at) VALUES ('t', 't', CURRENT_TIMESTAMP)"))
+            conn.execute(text("INSERT INTO base_model (id, tenant_id, name, family, location, status, created_at) "
+                              "VALUES ('bm_cn', 't', 'cn', 'sd-controlnet', '{}', 'ready', CURRENT_TIMESTAMP)"))
+            for job_id, kind, hyper in (("job_old", "tune", '{"family": "dit", "base_model": "", "max_steps": 5}'),
+                                        ("job_probe", "forgetting_probe", '{"points": 3}')):
+                conn.execute(text(
+                    "INSERT INTO job (id, tenant_id, kind, base_model_id, method, status, hyperparameters, "
+                    "validation_prompts, seed, metadata, resources, step, attempts, created_at) VALUES "
+                    f"('{job_id}', 't', '{kind}', 'bm_cn', 'difftune', 'queued', '{hyper}', '[\"a house\"]', 0, "
+                    "'{}', '{}', 0, 0, CURRENT_TIMESTAMP)"))
+        upgrade(empty_url)
+        with engine.connect() as conn:
+            rows = dict(conn.execute(text("SELECT id, hyperparameters FROM job")).all())
+        decode = (lambda v: v) if isinstance(rows["job_old"], dict) else json.loads
+        assert decode(rows["job_old"]) == {"family": "controlnet", "base_model": "bm_cn", "max_steps": 5,
+                                           "validation_prompts": ["a house"]}
+        assert decode(rows["job_probe"]) == {"points": 3}  # probes keep their own parameters
+    finally:
+        engine.dispose()
