@@ -1,7 +1,8 @@
 """Training hyperparameters: one validated ``TrainConfig``, loadable from YAML or a JSON dict.
 
-This module imports only pydantic and yaml, so the JSON schema of the config can be exported for
-services that must validate hyperparameters without torch.
+This module imports only pydantic and yaml, so the service (no torch) validates a job's
+hyperparameters with this very model, cross-field rules included: what the API accepts, the
+worker runs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class BankConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Every knob of a tuning run. Defaults follow the Diff-Tuning reference (DESIGN.md section 1)."""
+    """Every knob of a tuning run. Defaults follow the Diff-Tuning reference (README, "What this is")."""
 
     # --- what to tune ---------------------------------------------------------------------------
     family: Literal[FAMILY_NAMES] = Field(  # type: ignore[valid-type]

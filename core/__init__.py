@@ -1,4 +1,4 @@
 """Shared by the API and the worker: settings, database, tables, services, storage, queue.
 
-``core`` imports nothing else of ours (DESIGN.md section 3) and never torch.
+``core`` imports only ``contract`` of ours (docs/ARCHITECTURE.md) and never torch.
 """

@@ -1,4 +1,4 @@
-"""The Diff-Tuning pieces pin the reference numbers (DESIGN.md section 1)."""
+"""The Diff-Tuning pieces pin the reference numbers (README, "What this is")."""
 
 from __future__ import annotations
 
