@@ -95,7 +95,7 @@ class EpochSampler:
 
 
 @dataclass(frozen=True)
-class Progress:
+class TrainProgress:
     """What the trainer reports every ``log_every`` steps (and at the end)."""
 
     step: int
@@ -112,7 +112,7 @@ class Progress:
         return asdict(self)
 
 
-ProgressCallback = Callable[[Progress], None]
+ProgressCallback = Callable[[TrainProgress], None]
 ArtifactCallback = Callable[[str, int, Path], None]  # (kind "checkpoint" | "samples", step, path)
 
 
@@ -123,7 +123,7 @@ class FitResult:
     step: int
     stopped: bool
     last_checkpoint: Path | None
-    last_progress: Progress | None
+    last_progress: TrainProgress | None
 
 
 #################################################################################
@@ -342,7 +342,7 @@ class Trainer:
                 now = time.perf_counter()
                 rate = window_steps * cfg.batch_size / max(now - window_start, 1e-9)
                 per_step = (now - started) / max(self.step - start_step, 1)
-                progress = Progress(step=self.step, total_steps=cfg.max_steps, loss=means[0],
+                progress = TrainProgress(step=self.step, total_steps=cfg.max_steps, loss=means[0],
                                     loss_target=means[1], loss_bank=means[2] if self.split.bank else None,
                                     images_per_sec=rate, eta_seconds=per_step * (cfg.max_steps - self.step),
                                     learning_rate=self.optimizer.param_groups[0]["lr"],
