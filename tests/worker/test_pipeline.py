@@ -47,10 +47,15 @@ def test_bad_hyperparameters_for_the_model_fail_with_a_message(make_job, worker_
     assert body["status"] == "failed" and "resolution" in body["error"] and "16px" in body["error"]
 
 
-def test_bad_images_fail_naming_the_file_inside_the_dataset(make_job, worker_ctx, client, auth):
+def test_bad_images_fail_naming_the_file_inside_the_dataset(make_job, worker_ctx, client, auth, db):
+    """The API now refuses this at POST time; a job stored before that rule still fails clearly."""
+    from core.tables import Job
     from worker.pipeline import run
 
-    job = make_job(resolution=32)  # the uploaded images are 16 px: smaller than the resolution
+    job = make_job()
+    row = db.get(Job, job["id"])
+    row.hyperparameters = {**row.hyperparameters, "resolution": 32}  # the uploaded images are 16 px
+    db.commit()
     assert run(job["id"]) == "failed"
     error = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()["error"]
     assert "class_0/img_0.png: image is 16x16, smaller than the training resolution 32" in error
@@ -81,14 +86,14 @@ def test_cancel_requested_while_running_stops_and_keeps_a_checkpoint(make_job, w
 
 def test_transient_storage_error_requeues_for_retry(make_job, worker_ctx, db, monkeypatch):
     from core.storage import StorageError
-    from worker import pipeline
+    from worker import inputs, pipeline
 
     job = make_job()
 
     def broken(*_a, **_k):
         raise StorageError("S3 unavailable")
 
-    monkeypatch.setattr(pipeline, "fetch_dataset", broken)
+    monkeypatch.setattr(inputs, "fetch_dataset", broken)
     with pytest.raises(pipeline.TransientError, match="S3 unavailable"):
         pipeline.run(job["id"])
     row = db.get(Job, job["id"], populate_existing=True)
