@@ -84,6 +84,7 @@ class BaseModelOut(BaseModel):
     location: dict[str, Any]
     status: BaseModelStatus
     error: str | None
+    image_size: int | None = Field(description="Pixels the model generates; known once a worker has loaded it.")
     created_at: datetime
 
     @classmethod

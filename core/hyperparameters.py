@@ -48,6 +48,7 @@ def job_hyperparameters(
     family: FamilySpec,
     base_model_id: str,
     dataset: Dataset,
+    base_image_size: int | None = None,
     gpus: int = 1,
     **top_level: Any,
 ) -> dict[str, Any]:
@@ -55,7 +56,8 @@ def job_hyperparameters(
 
     ``family`` and ``base_model`` come from the registered base model, never from the request;
     top-level request fields (``method``, ``seed``, ``validation_labels``, ``validation_prompts``)
-    are copied in; then every rule the worker would apply is checked against the dataset.
+    are copied in; then every rule the worker would apply is checked against the dataset, the base
+    model's image size (known once a worker loaded it) and the GPUs.
     """
     if not isinstance(hyperparameters, dict):
         raise InvalidError.field(FIELD, "must be an object")
@@ -72,6 +74,9 @@ def job_hyperparameters(
     config = validate_hyperparameters(merged)
     labels_field = "validation_labels" if top_level.get("validation_labels") is not None else f"{FIELD}.validation_labels"
     _check_against_dataset(config, family, dataset, labels_field=labels_field)
+    if base_image_size is not None and base_image_size != config["resolution"]:
+        raise InvalidError.field(f"{FIELD}.resolution", f"the base model generates {base_image_size}px images, "
+                                 f"not {config['resolution']}px")
     _check_gpus(config, gpus)
     return config
 

@@ -111,6 +111,7 @@ class RegisteredModel(Base):
     location: Mapped[dict[str, Any]]  # {"kind": "s3"|"local"|"hub", ...}
     status: Mapped[str] = mapped_column(String(20), default="pending")  # core.enums.BaseModelStatus
     error: Mapped[str | None] = mapped_column(Text)
+    image_size: Mapped[int | None]  # pixels the model generates; known once a worker has loaded it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -24,7 +24,7 @@ def check_base_model(base_model_id: str) -> str:
     try:
         location = fetch_base_model(ctx, model)
         family = family_of_api_name(model.family).name
-        load_family(TrainConfig(family=family, base_model=location))
+        loaded = load_family(TrainConfig(family=family, base_model=location))
     except StorageError:
         raise
     except (ValueError, OSError) as err:
@@ -32,5 +32,5 @@ def check_base_model(base_model_id: str) -> str:
             base_models.mark_failed(session, base_model_id=base_model_id, error=str(err))
         return BaseModelStatus.FAILED
     with ctx.sessions() as session:
-        base_models.mark_ready(session, base_model_id=base_model_id)
+        base_models.mark_ready(session, base_model_id=base_model_id, image_size=loaded.image_size)
     return BaseModelStatus.READY

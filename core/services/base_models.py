@@ -48,15 +48,18 @@ def create(
     return get(session, tenant_id=tenant_id, base_model_id=request.commit(model.id))
 
 
-def _set_status(session: Session, base_model_id: str, status: BaseModelStatus, error: str | None) -> None:
-    stmt = update(RegisteredModel).where(RegisteredModel.id == base_model_id).values(status=status, error=error)
+def _set_status(session: Session, base_model_id: str, status: BaseModelStatus, error: str | None,
+                **values: Any) -> None:
+    stmt = (update(RegisteredModel).where(RegisteredModel.id == base_model_id)
+            .values(status=status, error=error, **values))
     session.execute(stmt)
     session.commit()
 
 
-def mark_ready(session: Session, *, base_model_id: str) -> None:
-    """The worker loaded the model."""
-    _set_status(session, base_model_id, BaseModelStatus.READY, None)
+def mark_ready(session: Session, *, base_model_id: str, image_size: int | None = None) -> None:
+    """The worker loaded the model (and, from a load check, learned the image size it generates)."""
+    values = {"image_size": image_size} if image_size is not None else {}
+    _set_status(session, base_model_id, BaseModelStatus.READY, None, **values)
 
 
 def mark_failed(session: Session, *, base_model_id: str, error: str) -> None:

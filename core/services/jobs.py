@@ -73,7 +73,7 @@ def create(
     dataset = referenced(session, Dataset, dataset_id, tenant_id=tenant_id, kind="dataset", field="dataset")
     config = job_hyperparameters(
         hyperparameters or {}, family=family_of_api_name(model.family), base_model_id=model.id, dataset=dataset,
-        gpus=gpus, method=method, seed=seed, validation_labels=validation_labels,
+        base_image_size=model.image_size, gpus=gpus, method=method, seed=seed, validation_labels=validation_labels,
         validation_prompts=validation_prompts)
     job = Job(
         id=new_id("job"),

@@ -1,9 +1,11 @@
-"""job config contract: tuning jobs store the complete TrainConfig they run
+"""job config contract: tuning jobs store the complete TrainConfig they run; base models record their image size
 
 Before 0003 a tuning job's hyperparameters held the TrainConfig defaults ``family: dit`` and
 ``base_model: ""`` whatever the base model was, and its validation prompts only in their own
 column; the worker patched all three in at run time. Now the stored hyperparameters are what the
 worker runs, so existing tuning jobs get their base model's family, its id and their prompts.
+``base_model.image_size`` (filled by the load check) lets ``POST /v1/jobs`` refuse a resolution the
+base model cannot train at.
 
 Revision ID: 0003
 Revises: 0002
@@ -31,6 +33,8 @@ base_model = sa.table("base_model", sa.column("id", sa.String), sa.column("famil
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("base_model") as batch:
+        batch.add_column(sa.Column("image_size", sa.Integer(), nullable=True))
     conn = op.get_bind()
     rows = conn.execute(
         sa.select(job.c.id, job.c.hyperparameters, job.c.validation_prompts, job.c.base_model_id, base_model.c.family)
@@ -48,4 +52,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Nothing to undo: the older worker overwrote these fields itself."""
+    """Drop the image size; the jobs' hyperparameters stay (the older worker overwrote those fields itself)."""
+    with op.batch_alter_table("base_model") as batch:
+        batch.drop_column("image_size")

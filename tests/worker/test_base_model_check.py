@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from core.tables import RegisteredModel
 
 
@@ -16,7 +18,9 @@ def test_registration_enqueues_a_check(client, auth, redis_client, tiny_base_dir
     assert ("worker.tasks.check_base_model", repr([model["id"]])) in tasks
 
 
-def test_check_marks_ready_or_failed_with_the_reason(client, auth, db, tiny_base_dir, tmp_path, settings, monkeypatch):
+@pytest.fixture
+def check_base_model(settings, monkeypatch):
+    """The worker's check task, with a worker context on the test's database and storage."""
     from worker import context as context_module
     from worker.checks import check_base_model
 
@@ -24,17 +28,37 @@ def test_check_marks_ready_or_failed_with_the_reason(client, auth, db, tiny_base
     for name, value in {"DATABASE_URL": settings.database_url, "STORAGE_URL": settings.storage_url,
                         "S3_ENDPOINT": settings.s3_endpoint, "CACHE_DIR": str(settings.cache_dir)}.items():
         monkeypatch.setenv(f"DIFFTUNE_{name}", value)
+    yield check_base_model
+    context_module.context.cache_clear()
+
+
+def test_check_marks_ready_or_failed_with_the_reason(client, auth, db, tiny_base_dir, tmp_path, check_base_model):
     good = client.post("/v1/base-models", headers=auth, json={
         "name": "ok", "family": "dit", "location": {"kind": "local", "path": str(tiny_base_dir)}}).json()
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "model_index.json").write_text("{}")
     bad = client.post("/v1/base-models", headers=auth, json={
         "name": "bad", "family": "dit", "location": {"kind": "local", "path": str(tmp_path / "empty")}}).json()
-    try:
-        assert check_base_model(good["id"]) == "ready"
-        assert check_base_model(bad["id"]) == "failed"
-    finally:
-        context_module.context.cache_clear()
-    assert client.get(f"/v1/base-models/{good['id']}", headers=auth).json()["status"] == "ready"
+    assert check_base_model(good["id"]) == "ready"
+    assert check_base_model(bad["id"]) == "failed"
+    checked = client.get(f"/v1/base-models/{good['id']}", headers=auth).json()
+    assert checked["status"] == "ready" and checked["image_size"] == 16  # the tiny DiT generates 16 px
     failed = db.get(RegisteredModel, bad["id"], populate_existing=True)
     assert failed.status == "failed" and "not a diffusers DiT folder" in failed.error
+
+
+def test_a_checked_base_model_refuses_a_resolution_it_cannot_train_at(
+        client, auth, tiny_base_dir, archives, check_base_model):
+    """The worker would reject it after the downloads; once the size is known, POST does."""
+    model = client.post("/v1/base-models", headers=auth, json={
+        "name": "ok", "family": "dit", "location": {"kind": "local", "path": str(tiny_base_dir)}}).json()
+    dataset = client.post("/v1/datasets", headers=auth,
+                          files={"file": ("d.zip", archives.zip(archives.class_folders()))}).json()
+    body = {"base_model": model["id"], "dataset": dataset["id"],
+            "hyperparameters": {"max_steps": 2, "resolution": 32, "upscale_small_images": True}}
+    assert client.post("/v1/jobs", headers=auth, json=body).status_code == 201  # size not known yet
+    assert check_base_model(model["id"]) == "ready"
+    refused = client.post("/v1/jobs", headers=auth, json=body)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"] == [{"field": "hyperparameters.resolution",
+                                         "message": "the base model generates 16px images, not 32px"}]
