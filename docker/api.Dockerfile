@@ -1,4 +1,4 @@
-# The REST API: core + api + migrations with the `service` extra only — no torch, no CUDA.
+# The REST API: contract + core + api + migrations with the `service` extra only — no torch, no CUDA.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,6 +10,7 @@ WORKDIR /app
 RUN useradd --create-home --uid 10001 difftune
 
 COPY pyproject.toml README.md alembic.ini ./
+COPY contract ./contract
 COPY core ./core
 COPY api ./api
 COPY migrations ./migrations

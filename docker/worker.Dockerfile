@@ -18,6 +18,7 @@ RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
+COPY contract ./contract
 COPY core ./core
 COPY models ./models
 COPY worker ./worker
