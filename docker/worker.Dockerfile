@@ -22,6 +22,8 @@ COPY contract ./contract
 COPY core ./core
 COPY models ./models
 COPY worker ./worker
+COPY bench ./bench
+COPY cli ./cli
 COPY migrations ./migrations
 RUN pip install ".[ml,service]"
 

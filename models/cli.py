@@ -1,7 +1,8 @@
-"""The ``difftune`` command line: train, build a knowledge bank, sample, demo, benchmarks.
+"""The training library's commands: ``difftune train | bank | sample | tiny | analyze``.
 
-This is an entry point: it configures logging and torch's thread settings, which the library
-itself never touches.
+Mounted on the ``difftune`` console script by :mod:`cli.main`; needs only the ``ml`` extra. These
+are entry points: they configure logging and torch's thread settings, which the library itself
+never touches.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -18,18 +18,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from models import analysis_cli as evidence
-
-app = typer.Typer(help="Diff-Tuning: fine-tune diffusion models without forgetting what transfers.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-bench_app = typer.Typer(help="Throughput benchmarks with random weights (print JSON).", no_args_is_help=True)
 tiny_app = typer.Typer(help="Build tiny random pipelines offline (tests, experiments).", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-app.add_typer(tiny_app, name="tiny")
-bench_app.command("transfer")(evidence.transfer)
-bench_app.command("controlnet")(evidence.controlnet)
-app.add_typer(evidence.analyze_app, name="analyze")
+analyze_app = typer.Typer(help="Diagnostics on tuned models (chain-of-forgetting probe).", no_args_is_help=True)
 console = Console(stderr=True)
+ThreadsOpt = Annotated[int, typer.Option(min=1, help="torch intra-op threads (1 is fastest for tiny models "
+                                                     "on a shared CPU).")]
 
 CacheOpt = Annotated[Path | None, typer.Option(help="Cache for knowledge banks and latents "
                                                      "[default: $DIFFTUNE_CACHE_DIR or ~/.cache/difftune].")]
@@ -44,7 +37,8 @@ def _setup_logging() -> None:
                         handlers=[logging.StreamHandler(sys.stderr)])
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
+    """Print ``error: message`` and exit with status 2 (a usage or input error, no traceback)."""
     console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     raise typer.Exit(code=2)
 
@@ -55,7 +49,7 @@ def _load(config_path: Path, **overrides):
     try:
         return load_config(config_path, **overrides)
     except ConfigError as err:
-        _fail(str(err))
+        fail(str(err))
 
 
 class _Bars:
@@ -82,7 +76,6 @@ def _progress() -> Progress:
                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console)
 
 
-@app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="YAML file with TrainConfig fields.")],
     data: Annotated[Path, typer.Option(help="dit: one sub-folder per class; sd/controlnet: images with "
@@ -109,7 +102,7 @@ def train(
             result = run_training(cfg, data_dir=data, out_dir=out, cache_dir=_cache_dir(cache_dir), resume=resume,
                                   dist=dist, on_phase=bars.phase, on_progress=bars.train)
     except (DatasetError, ValueError, FileExistsError) as err:
-        _fail(str(err))
+        fail(str(err))
     finally:
         shutdown(dist)
     if dist.is_main:
@@ -117,7 +110,6 @@ def train(
         print(f"samples:    {out / 'samples'}")
 
 
-@app.command()
 def bank(
     config: Annotated[Path, typer.Argument(help="YAML file with TrainConfig fields (bank: ...).")],
     base_model: Annotated[str | None, typer.Option(help="Override base_model from the config.")] = None,
@@ -132,12 +124,12 @@ def bank(
     _setup_logging()
     cfg = _load(config, base_model=base_model)
     if cfg.family != "dit" and not cfg.bank_prompts:
-        _fail(f"bank_prompts: a {cfg.family} bank is sampled with prompts; without a dataset to take captions "
+        fail(f"bank_prompts: a {cfg.family} bank is sampled with prompts; without a dataset to take captions "
               "from, list them in the config (or let `difftune train` build the bank)")
     try:
         family = load_family(cfg, device=device or default_device())
     except ValueError as err:
-        _fail(str(err))
+        fail(str(err))
     with _progress() as progress:
         bars = _Bars(progress)
         result = build_bank(family, cfg, _cache_dir(cache_dir), progress=lambda d, t: bars.phase("bank", d, t))
@@ -145,7 +137,6 @@ def bank(
     print(json.dumps({"bank": str(folder), "images": len(result), "shape": list(result.latents.shape)}))
 
 
-@app.command()
 def sample(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (diffusers format).")],
     labels: Annotated[str, typer.Option(help="DiT: comma-separated target labels, e.g. 0,1,2.")] = "",
@@ -174,12 +165,12 @@ def sample(
         wanted = [int(x) for x in labels.split(",") if x.strip()]
         family = DiTFamily.from_pretrained(str(checkpoint), device=device or default_device())
     except ValueError as err:
-        _fail(f"labels: expected integers like 0,1,2 ({err})" if "invalid literal" in str(err) else str(err))
+        fail(f"labels: expected integers like 0,1,2 ({err})" if "invalid literal" in str(err) else str(err))
     known = sorted(family.base_id2label) or list(range(family.null_label))  # the checkpoint's classes
     bad = [x for x in wanted if x not in known]
     if bad or not wanted:
         names = ", ".join(f"{k}={family.base_id2label.get(k, k)}" for k in known[:20])
-        _fail(f"labels: {bad or 'none given'} not among the checkpoint's classes ({names})")
+        fail(f"labels: {bad or 'none given'} not among the checkpoint's classes ({names})")
     latents = family.sample_latents(family.denoiser.eval(), torch.tensor(wanted), null=family.null_label,
                                     guidance=guidance, steps=steps, sampler="ddim",
                                     generator=torch.Generator().manual_seed(seed))
@@ -205,9 +196,9 @@ def _sample_prompts(checkpoint: Path, prompts: list[str], control: Path | None, 
 
     is_controlnet = (checkpoint / "controlnet").is_dir()
     if not prompts:
-        _fail("prompt: give at least one --prompt for a Stable Diffusion checkpoint")
+        fail("prompt: give at least one --prompt for a Stable Diffusion checkpoint")
     if is_controlnet != (control is not None):
-        _fail("control: a ControlNet checkpoint needs --control IMAGE" if is_controlnet
+        fail("control: a ControlNet checkpoint needs --control IMAGE" if is_controlnet
               else "control: only ControlNet checkpoints take --control")
     try:
         family = (ControlNetFamily if is_controlnet else SDFamily).from_pretrained(str(checkpoint), device=device)
@@ -218,23 +209,8 @@ def _sample_prompts(checkpoint: Path, prompts: list[str], control: Path | None, 
         images = family.generate_images(family.denoiser, prompts, guidance=guidance, steps=steps,
                                         generator=torch.Generator().manual_seed(seed), controls=controls)
     except (ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     return images if controls is None else torch.cat([controls, images], dim=-1)
-
-
-@app.command("library-demo")
-def library_demo(
-    out: Annotated[Path, typer.Option(help="Working folder (base model, data, run).")] = Path(".cache/demo"),
-    steps: Annotated[int, typer.Option(help="Diff-Tuning steps.")] = 400,
-) -> None:
-    """Library demo (no service): pre-train a tiny DiT on digits 0-4, Diff-Tune it on 10 shots of 5-9."""
-    from models.demo import run_demo
-
-    logging.basicConfig(level=logging.WARNING)
-    result = run_demo(out, steps=steps, say=lambda line: console.print(line, soft_wrap=True))
-    print(f"base model:  {result.base_model}")
-    print(f"checkpoint:  {result.checkpoint}")
-    print(f"sample grid: {result.samples}")
 
 
 @tiny_app.command("dit")
@@ -265,46 +241,54 @@ def tiny_sd_cmd(
     console.print(f"wrote {out}")
 
 
-@bench_app.command("throughput")
-def bench_throughput(
-    model: Annotated[str, typer.Option(help="DiT-S/2, DiT-B/2, DiT-L/2, DiT-XL/2, DiT-tiny/2, SD-1.5, SD-tiny, "
-                                            "SD-1.5+ControlNet or SD-tiny+ControlNet.")] = "DiT-XL/2",
-    resolution: int = 256,
-    method: Annotated[str, typer.Option(help="difftune or standard.")] = "difftune",
-    batch: int = 32,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile")] = False,
-    gradient_checkpointing: bool = False,
-    peft: Annotated[str, typer.Option(help="full, difffit or lora.")] = "full",
-    steps: int = 20,
-    warmup: int = 5,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda [default: cuda if available]")] = None,
-    bank: Annotated[bool, typer.Option(help="Also time knowledge-bank generation (DDIM 50, CFG).")] = False,
-    bank_images: int = 64,
-    baseline: Annotated[bool, typer.Option(help="SD models: also time diffusers' train_text_to_image.py step "
-                                                "(defaults, fp16 mixed precision) on the same batch.")] = False,
+def entry_threads(threads: int) -> None:
+    """Entry-point settings of the long-running analyses: Agg plots, a fixed number of torch threads."""
+    import matplotlib
+    import torch
+
+    matplotlib.use("Agg")
+    torch.set_num_threads(threads)
+
+
+def say(line: str) -> None:
+    console.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
+def guidance_scales(value: str) -> tuple[float, ...]:
+    """``"1,4"`` → ``(1.0, 4.0)``; a bad value is a usage error naming it."""
+    try:
+        return tuple(float(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected numbers like 1,4; got {value!r}") from None
+
+
+@analyze_app.command("forgetting")
+def forgetting(
+    base: Annotated[Path, typer.Option(help="Base model M0 (diffusers DiT folder).")],
+    tuned: Annotated[Path, typer.Option(help="Tuned model M1 (checkpoint folder).")],
+    data: Annotated[Path, typer.Option(help="Real target images (class sub-folders).")],
+    out: Annotated[Path, typer.Option(help="Output folder for probe.json and probe.png.")],
+    points: Annotated[int, typer.Option(min=2, help="Swap steps spread over 0..T.")] = 11,
+    per_class: Annotated[int, typer.Option(min=2)] = 40,
+    guidance: Annotated[str, typer.Option(help="Comma-separated guidance scales.")] = "1",
+    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 25,
+    classifier: Annotated[Path | None, typer.Option(help="Saved domain classifier to reuse.")] = None,
+    seed: int = 0,
+    threads: ThreadsOpt = 1,
 ) -> None:
-    """Training images/s, step time, peak memory and MFU; prints one JSON object per line."""
-    from models.bench import BenchSetup, bench_bank, bench_diffusers_baseline, bench_training
-    from models.distributed import default_device
+    """Chain-of-forgetting probe: FD against t* when swapping base and tuned models along the chain."""
+    from models.probe import run_probe
 
-    if device is None and default_device() == "cuda":
-        import torch
-
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    setup = BenchSetup(model=model, resolution=resolution, method=method, batch=batch, compile=compile,
-                       gradient_checkpointing=gradient_checkpointing, peft=peft, steps=steps, warmup=warmup,
-                       device=device or default_device())
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            print(json.dumps(bench_training(setup, Path(tmp))), flush=True)
-            if bank:
-                print(json.dumps(bench_bank(setup, images=bank_images)), flush=True)
-            if baseline:
-                print(json.dumps(bench_diffusers_baseline(setup)), flush=True)
-        except ValueError as err:
-            _fail(str(err))
+    entry_threads(threads)
+    run_probe(base, tuned, data, out, points=points, per_class=per_class, guidances=guidance_scales(guidance),
+              steps=steps, seed=seed, classifier=classifier, say=say)
+    print(out / "probe.json")
 
 
-if __name__ == "__main__":
-    app()
+def register(app: typer.Typer) -> None:
+    """Mount the library's commands on the ``difftune`` app."""
+    app.command()(train)
+    app.command()(bank)
+    app.command()(sample)
+    app.add_typer(tiny_app, name="tiny")
+    app.add_typer(analyze_app, name="analyze")

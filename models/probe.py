@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
+from models.evaluation.sample_quality import Evaluator, model_labels
 from models.families.dit import DiTFamily
-from models.transfer_eval import Evaluator, model_labels
 
 DIRECTIONS = ("tuned→base", "base→tuned")
 
@@ -84,8 +84,8 @@ def run_probe(base: Path, tuned: Path, data: Path, out: Path, *, points: int = 1
     """
     import json
 
-    from models.transfer_eval import build_evaluator
-    from models.transfer_report import plot_probe
+    from models.evaluation.sample_quality import build_evaluator
+    from models.plots import plot_probe
 
     base_family = DiTFamily.from_pretrained(str(base), device=device)
     tuned_family = load_tuned(Path(tuned), device)

@@ -1,4 +1,7 @@
-"""The full ``difftune`` command: the library's commands plus the service's (keys, serve, demo)."""
+"""The service's commands: ``difftune serve`` (embedded mode) and ``difftune keys``.
+
+Mounted on the ``difftune`` console script by :mod:`cli.main` when the ``service`` extra is installed.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from core.keys_cli import keys_app
-from models.cli import app, console
 
-app.add_typer(keys_app, name="keys")
+console = Console(stderr=True)
 
 
-@app.command()
 def serve(
     home: Annotated[Path, typer.Option(help="Folder of the embedded database, broker and store.")] = Path(
         ".cache/difftune/embedded"),
@@ -38,20 +40,7 @@ def serve(
         stack.stop()
 
 
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="Working folder (base model, data, embedded service).")] = Path(
-        ".cache/demo"),
-    steps: Annotated[int, typer.Option(help="Diff-Tuning steps.")] = 400,
-) -> None:
-    """One real Diff-Tuning job through the REST API of an embedded service (what `make demo` runs)."""
-    from worker.service_demo import run_service_demo
-
-    result = run_service_demo(out, steps=steps, say=lambda line: console.print(line, soft_wrap=True, markup=False))
-    print(f"job:         {result['job']['id']} {result['job']['status']}  metrics {result['job']['metrics']}")
-    print(f"checkpoint:  {result['checkpoint_dir']}")
-    print(f"sample grid: {result['sample_file']}")
-
-
-if __name__ == "__main__":
-    app()
+def register(app: typer.Typer) -> None:
+    """Mount the service's commands on the ``difftune`` app."""
+    app.add_typer(keys_app, name="keys")
+    app.command()(serve)

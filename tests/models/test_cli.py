@@ -14,8 +14,8 @@ from diffusers import DiTPipeline
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli.main import app
 from models import checkpoints as ckpt
-from models.cli import app
 
 runner = CliRunner()
 
@@ -82,7 +82,7 @@ def test_bank_command_builds_the_cache(tiny_base, tmp_path):
 def _torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "models.cli", *args]
+           "-m", "cli.main", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
 
 

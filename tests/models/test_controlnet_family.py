@@ -155,7 +155,7 @@ def test_controlnet_resume_is_exact_and_keeps_the_convergence_record(make_cn_con
 def test_cli_samples_sd_and_controlnet_checkpoints(tiny_sd, tmp_path):
     from typer.testing import CliRunner
 
-    from models.cli import app
+    from cli.main import app
 
     runner = CliRunner()
     base = ["sample", "--steps", "2", "--device", "cpu", "--prompt", "a cat", "--prompt", "a dog"]

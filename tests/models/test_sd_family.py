@@ -172,7 +172,7 @@ def test_cli_builds_a_tiny_sd_and_trains_it(caption_folder, tmp_path):
     import yaml
     from typer.testing import CliRunner
 
-    from models.cli import app
+    from cli.main import app
 
     runner = CliRunner()
     assert runner.invoke(app, ["tiny", "sd", str(tmp_path / "sd")]).exit_code == 0
@@ -190,7 +190,7 @@ def test_cli_bank_for_sd_uses_the_configured_prompts(tiny_sd, tmp_path):
     import yaml
     from typer.testing import CliRunner
 
-    from models.cli import app
+    from cli.main import app
 
     values = dict(family="sd", base_model=str(tiny_sd), resolution=16,
                   bank={"size": 2, "batch_size": 2, "num_inference_steps": 2})

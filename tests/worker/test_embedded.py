@@ -22,13 +22,3 @@ def test_embedded_stack_starts_serves_and_stops(tmp_path):
     assert (tmp_path / "home" / "difftune.db").exists() and (tmp_path / "home" / "broker.db").exists()
     again = EmbeddedStack(tmp_path / "home")
     assert again.api_key == stack.api_key  # the key persists across restarts
-
-
-@pytest.mark.slow
-def test_time_to_first_step_benchmark_reports_ordered_phases(tmp_path):
-    from worker.bench import time_to_first_step
-
-    out = time_to_first_step(tmp_path, bank_size=8)
-    phases = [out[k] for k in ("queued_s", "claimed_s", "inputs_ready_s", "first_step_s")]
-    assert all(p is not None for p in phases) and phases == sorted(phases)
-    assert 0 < out["post_answered_s"] < 30 and out["first_step_s"] < 120

@@ -80,9 +80,9 @@ class BenchSetup:
 
 def _synthetic_family(setup: BenchSetup, *, tuned: bool = True) -> tuple[DiTFamily, LatentSet, KnowledgeBank]:
     """A random DiT family (a 1000-class target when ``tuned``) with random cached latents and bank;
-    SD-* models (models/bench_sd.py) give SD or ControlNet families."""
+    SD-* models (bench/throughput_sd.py) give SD or ControlNet families."""
     if setup.model.startswith("SD-"):
-        from models.bench_sd import synthetic_sd_family
+        from bench.throughput_sd import synthetic_sd_family
 
         return synthetic_sd_family(setup.model, setup.resolution, setup.device)
     torch.manual_seed(0)
@@ -174,8 +174,8 @@ def bench_bank(setup: BenchSetup, *, images: int = 64, steps: int = 50, guidance
 
 
 def bench_diffusers_baseline(setup: BenchSetup) -> dict[str, Any]:
-    """The same figures for diffusers' train_text_to_image.py step (models/bench_sd.py), SD models only."""
-    from models.bench_sd import diffusers_baseline_step
+    """The same figures for diffusers' train_text_to_image.py step (bench/throughput_sd.py), SD models only."""
+    from bench.throughput_sd import diffusers_baseline_step
 
     if not setup.model.startswith("SD-") or "ControlNet" in setup.model:
         raise ValueError(f"model: the diffusers baseline is for SD-1.5 / SD-tiny, not {setup.model!r}")

@@ -10,8 +10,8 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from models.cli import app
-from models.transfer import parse_method
+from bench.transfer import parse_method
+from cli.main import app
 
 from .conftest import write_class_folder
 
@@ -92,9 +92,9 @@ def test_transfer_benchmark_smoke_and_probe(tiny_base, tmp_path):
 
 
 def test_large_digits_preset_is_gpu_sized(tiny_base, tmp_path):
-    from models.demo import prepare_domains
+    from bench.demo import prepare_domains
+    from bench.transfer import PRESETS, digits_preset
     from models.tiny import tiny_dit
-    from models.transfer import PRESETS, digits_preset
 
     with pytest.raises(ValueError, match="preset: unknown 'cifar'"):
         digits_preset(tmp_path / "x", preset="cifar")
@@ -112,7 +112,7 @@ def test_large_digits_preset_is_gpu_sized(tiny_base, tmp_path):
 
 
 def test_base_model_is_built_with_the_requested_size(tmp_path):
-    from models.demo import BaseModelSize, build_base_model, prepare_domains
+    from bench.demo import BaseModelSize, build_base_model, prepare_domains
     from models.families.dit import DiTFamily
 
     source = prepare_domains(tmp_path / "data", shots=2, held_out=2)["source"]

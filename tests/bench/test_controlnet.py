@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from models.cli import app
-from models.controlnet_bench import ControlNetSetup, first_crossing, summarize, write_captioned_digits
+from bench.controlnet import ControlNetSetup, first_crossing, summarize, write_captioned_digits
+from cli.main import app
 
 
 def test_first_crossing_is_the_first_step_at_or_above_the_threshold():

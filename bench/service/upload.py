@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from api.bench.common import MIB, log
-from api.bench.procfs import RssSampler, machine
-from api.bench.server import Service
+from bench.service.common import MIB, log
+from bench.service.procfs import RssSampler, machine
+from bench.service.server import Service
 
 TARGET_RSS_GROWTH_MIB = 100.0
 IMAGE_SIDE = 592  # a 592×592 RGB noise PNG is ~1.0 MiB and barely compresses

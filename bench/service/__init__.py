@@ -1,4 +1,4 @@
-"""Service benchmarks on loopback: ``python -m api.bench [latency|upload|all]``.
+"""Service benchmarks on loopback: ``python -m bench.service [latency|upload|all]``.
 
 Each measurement prints one JSON object on stdout (progress goes to stderr):
 
@@ -17,12 +17,12 @@ MiB (2**20 bytes); times are milliseconds or seconds as the field names say. No 
 
 from __future__ import annotations
 
-from api.bench.cli import main
-from api.bench.common import DEFAULT_BROKER, DEFAULT_PG_ADMIN, MIB, log
-from api.bench.latency import TARGET_P99_MS, measure_latency, percentile
-from api.bench.procfs import RssSampler, cpu_seconds, machine
-from api.bench.server import REPO, Service, free_port, service
-from api.bench.upload import (
+from bench.service.cli import main
+from bench.service.common import DEFAULT_BROKER, DEFAULT_PG_ADMIN, MIB, log
+from bench.service.latency import TARGET_P99_MS, measure_latency, percentile
+from bench.service.procfs import RssSampler, cpu_seconds, machine
+from bench.service.server import REPO, Service, free_port, service
+from bench.service.upload import (
     CLASSES,
     DISTINCT_IMAGES,
     IMAGE_SIDE,

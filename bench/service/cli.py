@@ -1,7 +1,7 @@
-"""Service benchmarks on loopback: ``python -m api.bench [latency|upload|all]``.
+"""Service benchmarks on loopback: ``python -m bench.service [latency|upload|all]``.
 
 The command line: start the service once, run the chosen measurements against it, print one JSON object
-per measurement on stdout. See :mod:`api.bench` for what is measured and how.
+per measurement on stdout. See :mod:`bench.service` for what is measured and how.
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from api.bench.common import DEFAULT_BROKER, DEFAULT_PG_ADMIN, MIB
-from api.bench.latency import measure_latency
-from api.bench.server import service
-from api.bench.upload import measure_upload
+from bench.service.common import DEFAULT_BROKER, DEFAULT_PG_ADMIN, MIB
+from bench.service.latency import measure_latency
+from bench.service.server import service
+from bench.service.upload import measure_upload
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m api.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.service", description=__doc__.split("\n\n")[0])
     parser.add_argument("which", nargs="?", choices=("latency", "upload", "all"), default="all")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second (default 200)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (default 10)")

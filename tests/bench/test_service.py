@@ -1,4 +1,4 @@
-"""``python -m api.bench``: a small, fast run of both measurements (shape and sanity, not speed)."""
+"""``python -m bench.service``: a small, fast run of both measurements (shape and sanity, not speed)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from api.bench import percentile
+from bench.service import percentile
 
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN_URL = os.environ.get("DIFFTUNE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -25,7 +25,7 @@ def test_percentile_is_nearest_rank():
 
 def test_bench_all_small_run():
     command = [
-        sys.executable, "-m", "api.bench", "all", "--rate", "50", "--seconds", "1", "--warmup", "0.3",
+        sys.executable, "-m", "bench.service", "all", "--rate", "50", "--seconds", "1", "--warmup", "0.3",
         "--upload-mb", "5", "--pg-admin-url", PG_ADMIN_URL,
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)

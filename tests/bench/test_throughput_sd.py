@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.bench import BenchSetup, bench_training
-from models.bench_sd import build_sd_unet
+from bench.throughput import BenchSetup, bench_training
+from bench.throughput_sd import build_sd_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,7 +30,7 @@ def test_sd15_unet_has_the_sd15_architecture():
 
 
 def test_diffusers_baseline_step_runs_on_the_tiny_sd(tmp_path):
-    from models.bench import bench_diffusers_baseline
+    from bench.throughput import bench_diffusers_baseline
 
     out = bench_diffusers_baseline(BenchSetup(model="SD-tiny", resolution=16, batch=2, steps=2, warmup=1,
                                               device="cpu"))

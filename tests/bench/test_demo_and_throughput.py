@@ -8,8 +8,8 @@ import pytest
 from diffusers import DiTPipeline
 from PIL import Image
 
-from models.bench import BenchSetup, bench_bank, bench_training, build_dit
-from models.demo import run_demo
+from bench.demo import run_demo
+from bench.throughput import BenchSetup, bench_bank, bench_training, build_dit
 
 
 def test_demo_pipeline_builds_a_base_model_and_difftunes_it(tmp_path):

@@ -5,36 +5,19 @@ Mounted by :mod:`models.cli`. Entry points: they set torch threads and the Agg b
 
 from __future__ import annotations
 
+import json
+import logging
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-analyze_app = typer.Typer(help="Diagnostics on tuned models (chain-of-forgetting probe).", no_args_is_help=True)
-console = Console(stderr=True)
-ThreadsOpt = Annotated[int, typer.Option(min=1, help="torch intra-op threads (1 is fastest for tiny models "
-                                                     "on a shared CPU).")]
+from models.cli import ThreadsOpt, console, entry_threads, fail, guidance_scales, say
 
-
-def _entry(threads: int) -> None:
-    import matplotlib
-    import torch
-
-    matplotlib.use("Agg")
-    torch.set_num_threads(threads)
-
-
-def _guidances(value: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in value.split(",") if x.strip())
-    except ValueError:
-        raise typer.BadParameter(f"expected numbers like 1,4; got {value!r}") from None
-
-
-def _say(line: str) -> None:
-    console.print(line, soft_wrap=True, highlight=False, markup=False)
+bench_app = typer.Typer(help="Benchmarks: throughput (JSON), transfer quality, ControlNet convergence.",
+                        no_args_is_help=True)
 
 
 def transfer(
@@ -61,31 +44,30 @@ def transfer(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Transfer benchmark: standard vs Diff-Tuning (and baselines) on a few-shot target, several seeds."""
+    from bench.transfer import PRESETS, digits_preset, run_transfer, with_preset_defaults
     from models.distributed import default_device
-    from models.transfer import PRESETS, digits_preset, run_transfer, with_preset_defaults
 
-    _entry(threads)
+    entry_threads(threads)
     methods = method or ["standard", "difftune"]
     try:
         options = dict(methods=methods, seeds=seeds, steps=steps, eval_every=eval_every, per_class=per_class,
-                       guidances=_guidances(guidance))
+                       guidances=guidance_scales(guidance))
         if preset is not None:
             if preset in PRESETS and PRESETS[preset].hardware == "gpu" and default_device() == "cpu":
-                _say(f"warning: preset {preset} is sized for one GPU and none is visible; on CPU it takes days")
-            setup = digits_preset(out, preset=preset, base=base, say=_say, base_steps=base_steps, **options)
+                say(f"warning: preset {preset} is sized for one GPU and none is visible; on CPU it takes days")
+            setup = digits_preset(out, preset=preset, base=base, say=say, base_steps=base_steps, **options)
         else:
             setup = _general_setup(out, source, target, heldout, base, config,
                                    base_steps or PRESETS["digits"].base_steps, with_preset_defaults(options))
         for spec in methods:  # every method's config is valid before anything trains
             setup.config(spec, seed=0)
     except ValueError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(code=2) from None
+        fail(str(err))
     total = len(methods) * setup.seeds * setup.steps
     columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("train", total=total)
-        run_transfer(setup, say=_say, on_step=lambda done: bar.update(task, completed=done))
+        run_transfer(setup, say=say, on_step=lambda done: bar.update(task, completed=done))
     print(out / "report.md")
 
 
@@ -112,15 +94,15 @@ def controlnet(
 ) -> None:
     """ControlNet convergence benchmark: the step each method's ControlNet first follows the held-out
     conditions (canny F1 ≥ threshold), several seeds."""
+    from bench.controlnet import DEFAULT_METHODS, ControlNetSetup, digits_setup, run_benchmark
     from contract.train_config import dump_config, load_config
-    from models.controlnet_bench import DEFAULT_METHODS, ControlNetSetup, digits_setup, run_benchmark
 
-    _entry(threads)
+    entry_threads(threads)
     options = dict(methods=method or list(DEFAULT_METHODS), seeds=seeds, steps=steps, eval_every=eval_every,
                    threshold=threshold, guidance=guidance, sample_steps=sample_steps)
     try:
         if preset == "digits":
-            setup = digits_setup(out, base=base, base_steps=base_steps, say=_say, **options)
+            setup = digits_setup(out, base=base, base_steps=base_steps, say=say, **options)
         elif preset is not None:
             raise ValueError(f"preset: unknown {preset!r} (available: digits)")
         elif base is None or target is None or heldout is None:
@@ -131,26 +113,25 @@ def controlnet(
         for name in setup.methods:  # every method's config is valid before anything trains
             setup.config(name, 0)
     except ValueError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(code=2) from None
+        fail(str(err))
     columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("train", total=len(setup.methods) * seeds * steps)
-        run_benchmark(setup, say=_say, on_step=lambda done: bar.update(task, completed=done))
+        run_benchmark(setup, say=say, on_step=lambda done: bar.update(task, completed=done))
     print(out / "report.md")
 
 
 def _general_setup(out, source, target, heldout, base, config, base_steps, options):
+    from bench.demo import build_base_model
+    from bench.transfer import TransferSetup
     from contract.train_config import dump_config, load_config
-    from models.demo import build_base_model
-    from models.transfer import TransferSetup
 
     if target is None or heldout is None or (source is None and base is None):
         raise ValueError("give --preset, or --target and --heldout with --base or --source")
     train = dump_config(load_config(config)) if config else {}
     if base is None:
         resolution = int(train.get("resolution", 16))
-        base = build_base_model(out, source, out / "cache", steps=base_steps, resolution=resolution, say=_say)
+        base = build_base_model(out, source, out / "cache", steps=base_steps, resolution=resolution, say=say)
     if "resolution" not in train:
         from models.families.dit import DiTFamily
 
@@ -159,24 +140,80 @@ def _general_setup(out, source, target, heldout, base, config, base_steps, optio
     return TransferSetup(source=source, target=target, heldout=heldout, out=out, base=base, train=train, **options)
 
 
-@analyze_app.command("forgetting")
-def forgetting(
-    base: Annotated[Path, typer.Option(help="Base model M0 (diffusers DiT folder).")],
-    tuned: Annotated[Path, typer.Option(help="Tuned model M1 (checkpoint folder).")],
-    data: Annotated[Path, typer.Option(help="Real target images (class sub-folders).")],
-    out: Annotated[Path, typer.Option(help="Output folder for probe.json and probe.png.")],
-    points: Annotated[int, typer.Option(min=2, help="Swap steps spread over 0..T.")] = 11,
-    per_class: Annotated[int, typer.Option(min=2)] = 40,
-    guidance: Annotated[str, typer.Option(help="Comma-separated guidance scales.")] = "1",
-    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 25,
-    classifier: Annotated[Path | None, typer.Option(help="Saved domain classifier to reuse.")] = None,
-    seed: int = 0,
-    threads: ThreadsOpt = 1,
+def throughput(
+    model: Annotated[str, typer.Option(help="DiT-S/2, DiT-B/2, DiT-L/2, DiT-XL/2, DiT-tiny/2, SD-1.5, SD-tiny, "
+                                            "SD-1.5+ControlNet or SD-tiny+ControlNet.")] = "DiT-XL/2",
+    resolution: int = 256,
+    method: Annotated[str, typer.Option(help="difftune or standard.")] = "difftune",
+    batch: int = 32,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile")] = False,
+    gradient_checkpointing: bool = False,
+    peft: Annotated[str, typer.Option(help="full, difffit or lora.")] = "full",
+    steps: int = 20,
+    warmup: int = 5,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda [default: cuda if available]")] = None,
+    bank: Annotated[bool, typer.Option(help="Also time knowledge-bank generation (DDIM 50, CFG).")] = False,
+    bank_images: int = 64,
+    baseline: Annotated[bool, typer.Option(help="SD models: also time diffusers' train_text_to_image.py step "
+                                                "(defaults, fp16 mixed precision) on the same batch.")] = False,
 ) -> None:
-    """Chain-of-forgetting probe: FD against t* when swapping base and tuned models along the chain."""
-    from models.probe import run_probe
+    """Training images/s, step time, peak memory and MFU; prints one JSON object per line."""
+    from bench.throughput import BenchSetup, bench_bank, bench_diffusers_baseline, bench_training
+    from models.distributed import default_device
 
-    _entry(threads)
-    run_probe(base, tuned, data, out, points=points, per_class=per_class, guidances=_guidances(guidance),
-              steps=steps, seed=seed, classifier=classifier, say=_say)
-    print(out / "probe.json")
+    if device is None and default_device() == "cuda":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    setup = BenchSetup(model=model, resolution=resolution, method=method, batch=batch, compile=compile,
+                       gradient_checkpointing=gradient_checkpointing, peft=peft, steps=steps, warmup=warmup,
+                       device=device or default_device())
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            print(json.dumps(bench_training(setup, Path(tmp))), flush=True)
+            if bank:
+                print(json.dumps(bench_bank(setup, images=bank_images)), flush=True)
+            if baseline:
+                print(json.dumps(bench_diffusers_baseline(setup)), flush=True)
+        except ValueError as err:
+            fail(str(err))
+
+
+def library_demo(
+    out: Annotated[Path, typer.Option(help="Working folder (base model, data, run).")] = Path(".cache/demo"),
+    steps: Annotated[int, typer.Option(help="Diff-Tuning steps.")] = 400,
+) -> None:
+    """Library demo (no service): pre-train a tiny DiT on digits 0-4, Diff-Tune it on 10 shots of 5-9."""
+    from bench.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    result = run_demo(out, steps=steps, say=lambda line: console.print(line, soft_wrap=True))
+    print(f"base model:  {result.base_model}")
+    print(f"checkpoint:  {result.checkpoint}")
+    print(f"sample grid: {result.samples}")
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Working folder (base model, data, embedded service).")] = Path(
+        ".cache/demo"),
+    steps: Annotated[int, typer.Option(help="Diff-Tuning steps.")] = 400,
+) -> None:
+    """One real Diff-Tuning job through the REST API of an embedded service (what `make demo` runs)."""
+    from bench.service_demo import run_service_demo
+
+    result = run_service_demo(out, steps=steps, say=lambda line: console.print(line, soft_wrap=True, markup=False))
+    print(f"job:         {result['job']['id']} {result['job']['status']}  metrics {result['job']['metrics']}")
+    print(f"checkpoint:  {result['checkpoint_dir']}")
+    print(f"sample grid: {result['sample_file']}")
+
+
+def register(app: typer.Typer, *, service: bool) -> None:
+    """Mount the lab's commands; ``demo`` drives the embedded service, so only with the service extra."""
+    bench_app.command("throughput")(throughput)
+    bench_app.command("transfer")(transfer)
+    bench_app.command("controlnet")(controlnet)
+    app.add_typer(bench_app, name="bench")
+    app.command("library-demo")(library_demo)
+    if service:
+        app.command()(demo)

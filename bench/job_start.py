@@ -1,6 +1,6 @@
 """Embedded-mode benchmark: time from ``POST /v1/jobs`` to the worker's first training step.
 
-``python -m worker.bench [--bank-size 64]`` starts the embedded stack (SQLite, SQLite broker,
+``python -m bench.job_start [--bank-size 64]`` starts the embedded stack (SQLite, SQLite broker,
 local store) in a temporary folder, uploads a small dataset, registers a tiny DiT, posts a job and
 prints one JSON object with the phases read from the job's events.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.service_demo import zip_folder
 from worker.embedded import EmbeddedStack
-from worker.service_demo import zip_folder
 
 
 def _make_dataset(root: Path, classes: int = 2, per_class: int = 8) -> Path:

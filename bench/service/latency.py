@@ -12,9 +12,9 @@ import time
 
 import httpx
 
-from api.bench.common import log
-from api.bench.procfs import cpu_seconds, machine
-from api.bench.server import Service
+from bench.service.common import log
+from bench.service.procfs import cpu_seconds, machine
+from bench.service.server import Service
 
 TARGET_P99_MS = 20.0
 

@@ -3,7 +3,7 @@
 Every method gets the same steps, batch and seeds. Every ``eval_every`` steps the EMA checkpoint is
 scored against held-out real target images (FD/KID under the domain classifier, class fidelity) at
 each guidance scale; the base model itself is step 0. Outputs: ``results.json``, PNG plots and a
-Markdown report (see :mod:`models.transfer_report`). A finished run is reused when the benchmark
+Markdown report (see :mod:`bench.transfer_report`). A finished run is reused when the benchmark
 is started again on the same folder.
 """
 
@@ -21,12 +21,12 @@ from typing import Any
 import torch
 import yaml
 
+from bench.demo import BaseModelSize
 from contract.train_config import dump_config, parse_config
-from models.demo import BaseModelSize
 from models.distributed import default_device
+from models.evaluation.sample_quality import Evaluator, build_evaluator
 from models.families.dit import DiTFamily
 from models.run import run_training
-from models.transfer_eval import Evaluator, build_evaluator
 
 Say = Callable[[str], None]
 
@@ -130,7 +130,7 @@ def digits_preset(out: Path, *, preset: str = "digits", base: Path | None = None
 
     ``options`` are TransferSetup fields (methods, seeds, steps...); missing ones take the preset's defaults.
     """
-    from models.demo import build_base_model, demo_config, prepare_domains
+    from bench.demo import build_base_model, demo_config, prepare_domains
 
     if preset not in PRESETS:
         raise ValueError(f"preset: unknown {preset!r} (available: {', '.join(PRESETS)})")
@@ -229,7 +229,7 @@ def run_transfer(setup: TransferSetup, *, say: Say = print, on_step: Callable[[i
 
     ``on_step(done)`` reports training steps done over all runs (of ``len(methods) * seeds * steps``).
     """
-    from models.transfer_report import write_outputs
+    from bench.transfer_report import write_outputs
 
     started = time.perf_counter()
     setup.out.mkdir(parents=True, exist_ok=True)

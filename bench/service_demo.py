@@ -1,6 +1,6 @@
 """``make demo``: one real Diff-Tuning job through the REST API of an embedded stack.
 
-Builds (or reuses) the small digits base model of ``models.demo``, starts the embedded service,
+Builds (or reuses) the small digits base model of ``bench.demo``, starts the embedded service,
 uploads 10 shots of each of digits 5-9 as a zip, registers the base model, starts a Diff-Tuning
 job, follows its progress and prints where the checkpoint and the sample grid are.
 """
@@ -53,13 +53,13 @@ def follow(client: httpx.Client, job_id: str, say: Say, timeout: float) -> dict:
 
 def run_service_demo(work: Path, *, steps: int = 400, say: Say = print, timeout: float = 900) -> dict:
     """Run the demo job through the API; return a summary with the output locations."""
-    from models.demo import build_base_model, demo_config, prepare_domains
+    from bench.demo import build_base_model, demo_config, prepare_domains
 
     work = Path(work).resolve()
     domains = prepare_domains(work / "data")
     base = build_base_model(work, domains["source"], work / "cache", say=say)
     hyperparameters = demo_config(str(base), max_steps=steps, checkpoint_every=steps // 2,
-                                  sample_every=steps // 2).model_dump(mode="json", exclude={"base_model"})
+                                  sample_every=steps // 2).model_dump(mode="json", exclude={"base_model", "family"})
     with EmbeddedStack(work / "service") as stack:
         say(f"service: API at {stack.url} (docs {stack.url}/docs), worker running")
         headers = {"Authorization": f"Bearer {stack.api_key}"}

@@ -1,4 +1,4 @@
-"""Plots and the Markdown report of the transfer benchmark and the forgetting probe.
+"""Plots and the Markdown report of the transfer benchmark.
 
 Figures are drawn with matplotlib's object API (``matplotlib.figure.Figure``), which renders with
 the Agg canvas and touches no global backend state; entry points may still select Agg themselves.
@@ -14,19 +14,9 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from PIL import Image
 
 from models.grid import to_pil_grid
-
-
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Write a PNG with a 256-colour palette (plots and digit grids stay small enough to commit)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    with Image.open(path) as img:
-        small = img.convert("RGB").quantize(256)
-    small.save(path, optimize=True)
-    return path
+from models.plots import save_figure
 
 
 def _final_step(summary: dict[str, Any]) -> str:
@@ -84,21 +74,6 @@ def plot_sample_grids(grids: dict[str, dict[str, torch.Tensor]], num_classes: in
             pick = torch.cat([torch.arange(k * n, k * n + min(per_class, n)) for k in range(num_classes)])
             ax.imshow(np.asarray(to_pil_grid(images[pick], nrow=min(per_class, n))))
             ax.set_title(f"{name} · g={g}", fontsize=7)
-    return save_figure(fig, path)
-
-
-def plot_probe(result: dict[str, Any], path: Path) -> Path:
-    """FD against the swap step t*, one line per direction (and guidance)."""
-    fig = Figure(figsize=(5.5, 3.8))
-    ax = fig.add_subplot(1, 1, 1)
-    for direction, per_g in result["curves"].items():
-        for g, points in per_g.items():
-            ax.plot([p["t_star"] for p in points], [p["fd"] for p in points], marker="o", ms=3,
-                    label=f"{direction} (g={g})")
-    ax.set_xlabel("swap step t* (first model for t ≥ t*, second below)")
-    ax.set_ylabel("FD to target data ↓")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     return save_figure(fig, path)
 
 

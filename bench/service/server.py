@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from api.bench.common import DEFAULT_BROKER, DEFAULT_PG_ADMIN, MIB, log
+from bench.service.common import DEFAULT_BROKER, DEFAULT_PG_ADMIN, MIB, log
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,6 +101,7 @@ def _seed(settings) -> tuple[str, str]:
                 base_model_id=model.id,
                 dataset_id=dataset.id,
                 method="difftune",
+                hyperparameters={"resolution": 16},  # the seed images are 16 px
             )
             return secret, job.id
     finally:

@@ -8,7 +8,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from models.transfer_report import save_figure
+from models.plots import save_figure
 
 
 def plot_f1_curves(results: dict[str, Any], path: Path) -> Path:

@@ -91,9 +91,9 @@ def build_sd_base(work: Path, source: Path, *, steps: int, vae_steps: int, resol
     """Pre-train a tiny SD (VAE, then UNet under a frozen random text encoder) on ``source``; cached."""
     from diffusers import StableDiffusionPipeline
 
+    from bench.demo import train_vae
     from models.captions import scan_caption_folder
     from models.data import load_image
-    from models.demo import train_vae
     from models.run import run_training
     from models.tiny import sd_scheduler, tiny_text_encoder, tiny_tokenizer, tiny_unet
 
@@ -291,7 +291,7 @@ def _sooner(mine: list[int | None], standard: list[int | None], budget: int) -> 
 
 def run_benchmark(setup: ControlNetSetup, *, say: Say = print, on_step: Callable[[int], None] | None = None) -> dict:
     """Every (method, seed); writes ``results.json``, ``f1_vs_step.png`` and ``report.md`` to ``setup.out``."""
-    from models.controlnet_report import write_outputs
+    from bench.controlnet_report import write_outputs
 
     scorer = HeldoutScorer(setup)
     say(f"held-out set: {len(scorer.prompts)} (prompt, canny) pairs from {setup.heldout}")

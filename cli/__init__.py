@@ -1,0 +1,1 @@
+"""The ``difftune`` console script (:mod:`cli.main`)."""
