@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from core.storage import S3Storage, StorageError
-from core.storage.layout import dataset_archive_key
+from core.storage.keys import dataset_archive_key
 from core.tables import Dataset, RegisteredModel
 from worker.context import WorkerContext
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from core.enums import JobStatus
 from core.services import job_events, jobs
-from core.storage.layout import report_key
+from core.storage.keys import report_key
 from core.tables import Job
 from worker.context import WorkerContext
 from worker.fetch import InputError

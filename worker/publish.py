@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from core.services import outputs
-from core.storage.layout import checkpoint_prefix, sample_key
+from core.storage.keys import checkpoint_prefix, sample_key
 from worker.context import WorkerContext
 
 

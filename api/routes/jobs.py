@@ -27,7 +27,7 @@ from core.enums import JobStatus
 from core.errors import InvalidError
 from core.queue import enqueue_job
 from core.services import idempotency, job_events, jobs, outputs, probes
-from core.storage.layout import report_prefix
+from core.storage.keys import report_prefix
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

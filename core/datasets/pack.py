@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from core.datasets.layout import DatasetInfo
+from core.datasets.inspection import DatasetInfo
 
 MANIFEST = "manifest.json"
 

@@ -11,7 +11,7 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.datasets import archive, layout, pack
+from core.datasets import archive, inspection, pack
 from core.enums import JobStatus
 from core.errors import ConflictError
 from core.ids import new_id
@@ -19,7 +19,7 @@ from core.services import idempotency
 from core.services.common import owned
 from core.services.pagination import Page, paginate
 from core.storage import Storage
-from core.storage.layout import dataset_archive_key, dataset_manifest_key, dataset_prefix
+from core.storage.keys import dataset_archive_key, dataset_manifest_key, dataset_prefix
 from core.tables import Dataset, Job
 
 SCOPE = "datasets"
@@ -38,12 +38,12 @@ def list_page(session: Session, *, tenant_id: str, limit: int = 20, after: str |
 
 def _store(
     storage: Storage, dataset_id: str, stream: BinaryIO, limits: archive.Limits, workdir: Path
-) -> tuple[layout.DatasetInfo, int]:
+) -> tuple[inspection.DatasetInfo, int]:
     """Validate ``stream`` and upload the normalised tar and manifest; return (info, tar size)."""
     with tempfile.TemporaryDirectory(prefix="upload-", dir=workdir) as tmp:
         root = Path(tmp) / "files"
         files = archive.extract(stream, root, limits)
-        info = layout.inspect(root, files)
+        info = inspection.inspect(root, files)
         out = Path(tmp) / "data.tar"
         pack.write_tar(root / info.stats["root"], info, out)
         storage.put_file(dataset_archive_key(dataset_id), out, content_type="application/x-tar")

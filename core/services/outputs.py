@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from core.ids import new_id
 from core.services.pagination import Page, paginate
-from core.storage.layout import checkpoint_prefix, sample_key
+from core.storage.keys import checkpoint_prefix, sample_key
 from core.tables import Checkpoint, Sample
 
 

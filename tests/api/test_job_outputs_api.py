@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from core.services import job_events, jobs, outputs
-from core.storage.layout import checkpoint_prefix, sample_key
+from core.storage.keys import checkpoint_prefix, sample_key
 
 
 @pytest.fixture

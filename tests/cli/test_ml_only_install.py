@@ -46,9 +46,12 @@ def ml_venv() -> Path:
                 shutil.rmtree(stale, ignore_errors=True)
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
             _pip(python, TORCH)
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
             _pip(python, ".[ml]")
             (venv / ".complete").write_text(key)
+        shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' in-tree build dir keeps deleted modules
         _pip(python, "--no-deps", "--force-reinstall", ".")  # today's sources, as a wheel
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
     return venv
 
 

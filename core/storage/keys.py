@@ -1,4 +1,4 @@
-"""Fixed storage keys (DESIGN.md section 4), so a rerun overwrites rather than duplicates."""
+"""Fixed storage keys (object names), so a rerun overwrites rather than duplicates."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core.datasets.layout import inspect
+from core.datasets.inspection import inspect
 from core.errors import UploadRejected
 
 
