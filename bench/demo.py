@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from contract.outputs import step_name
 from contract.train_config import TrainConfig, parse_config
 from models.data import load_image, scan_image_folder
 from models.distributed import default_device
@@ -199,4 +200,4 @@ def run_demo(work: Path, *, cache_dir: Path | None = None, steps: int = 400, bas
     )
     step = result.fit.step
     return DemoResult(base_model=base, run=result, checkpoint=result.fit.last_checkpoint,
-                      samples=out / "samples" / f"step_{step:07d}.png")
+                      samples=out / "samples" / f"{step_name(step)}.png")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from core.storage.keys import checkpoint_prefix, sample_key
 from worker.embedded import EmbeddedStack
 
 Say = Callable[[str], None]
@@ -82,5 +83,5 @@ def run_service_demo(work: Path, *, steps: int = 400, say: Say = print, timeout:
             sample = _check(client.get(f"/v1/jobs/{job['id']}/samples"))["data"][-1]
     storage = work / "service" / "storage"
     return {"job": job, "checkpoint": checkpoint, "sample": sample,
-            "checkpoint_dir": storage / f"jobs/{job['id']}/checkpoints/step_{checkpoint['step']:07d}",
-            "sample_file": storage / f"jobs/{job['id']}/samples/step_{sample['step']:07d}.png"}
+            "checkpoint_dir": storage / checkpoint_prefix(job["id"], checkpoint["step"]),
+            "sample_file": storage / sample_key(job["id"], sample["step"])}

@@ -162,7 +162,7 @@ class JobEvent(Base):
 
 
 class Checkpoint(Base):
-    """A published checkpoint folder at ``jobs/{job_id}/checkpoints/step_{n:07d}/``."""
+    """A published checkpoint folder at ``jobs/{job_id}/checkpoints/step_0001200/`` (core.storage.keys)."""
 
     __tablename__ = "checkpoint"
     __table_args__ = (UniqueConstraint("job_id", "step"),)
@@ -175,7 +175,7 @@ class Checkpoint(Base):
 
 
 class Sample(Base):
-    """A published sample grid at ``jobs/{job_id}/samples/step_{n:07d}.png``."""
+    """A published sample grid at ``jobs/{job_id}/samples/step_0001200.png``."""
 
     __tablename__ = "sample"
     __table_args__ = (UniqueConstraint("job_id", "step"),)

@@ -26,12 +26,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import models
+from contract.outputs import step_name, step_of
 
 STATE_DIR = "trainer_state"
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:07d}"
 
 
 def checkpoints_root(out_dir: Path) -> Path:
@@ -43,8 +40,8 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
     root = checkpoints_root(out_dir)
     if not root.is_dir():
         return []
-    done = [p for p in root.iterdir() if p.name.startswith("step_") and (p / "meta.json").exists()]
-    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
+    done = [p for p in root.iterdir() if p.is_dir() and step_of(p.name) is not None and (p / "meta.json").exists()]
+    return sorted(done, key=lambda p: step_of(p.name))
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
@@ -53,7 +50,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def staging_dir(out_dir: Path, step: int) -> Path:
-    return checkpoints_root(out_dir) / f".{checkpoint_name(step)}.partial"
+    return checkpoints_root(out_dir) / f".{step_name(step)}.partial"
 
 
 def code_version() -> str:
@@ -117,7 +114,7 @@ def finalize_checkpoint(out_dir: Path, step: int, meta: dict[str, Any], keep: in
     stage = staging_dir(out_dir, step)
     meta = {"step": step, "code_version": code_version(), "created_at": time.time(), **meta}
     (stage / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    final = checkpoints_root(out_dir) / checkpoint_name(step)
+    final = checkpoints_root(out_dir) / step_name(step)
     if final.exists():
         shutil.rmtree(final)
     os.replace(stage, final)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from contract.outputs import step_name
 from contract.train_config import TrainConfig, dump_config
 from models import checkpoints as ckpt
 from models.bank import KnowledgeBank
@@ -299,7 +300,7 @@ class Trainer:
             return None
         generator = torch.Generator().manual_seed(self.config.seed)
         images = self.family.sample_grid(self.ema_model(), self.config, generator)
-        path = self.out_dir / "samples" / f"{ckpt.checkpoint_name(self.step)}.png"
+        path = self.out_dir / "samples" / f"{step_name(self.step)}.png"
         save_grid(images, path)
         return path
 

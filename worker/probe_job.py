@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from contract.outputs import step_name
 from core.enums import JobStatus
 from core.services import job_events, jobs
 from core.storage.keys import report_key
@@ -43,7 +44,7 @@ def execute_probe(ctx: WorkerContext, job: Job, status) -> dict[str, Any]:
     work = ctx.cache_dir / "jobs" / job.id
     step = int(params["checkpoint_step"])
     try:
-        tuned = download_checkpoint(ctx, params["tuned_job"], step, work / "tuned" / f"step_{step:07d}")
+        tuned = download_checkpoint(ctx, params["tuned_job"], step, work / "tuned" / step_name(step))
     except FileNotFoundError as err:
         raise InputError(f"{err} (pruned by keep_checkpoints?); probe another checkpoint_step") from None
     done, start = 0, time.monotonic()

@@ -6,13 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
+from contract.outputs import step_name, step_of
 from core.services import outputs
 from core.storage.keys import checkpoint_prefix, sample_key
 from worker.context import WorkerContext
-
-
-def _step_of(folder: Path) -> int:
-    return int(folder.name.split("_")[1])
 
 
 class Publisher:
@@ -35,7 +32,7 @@ class Publisher:
         metrics = _read_metrics(folder)
         with self.ctx.sessions() as session:
             outputs.create_checkpoint(session, job_id=self.job_id, step=step, metrics=metrics)
-        self._prune(keep={_step_of(p) for p in folder.parent.iterdir() if p.name.startswith("step_")})
+        self._prune(keep={step for p in folder.parent.iterdir() if (step := step_of(p.name)) is not None})
 
     def _prune(self, keep: set[int]) -> None:
         """Remove published checkpoints the trainer pruned locally."""
@@ -66,7 +63,7 @@ def restore_latest(ctx: WorkerContext, job_id: str, out_dir: Path) -> int | None
     if not published:
         return None
     step = max(published)
-    download_checkpoint(ctx, job_id, step, out_dir / "checkpoints" / f"step_{step:07d}")
+    download_checkpoint(ctx, job_id, step, out_dir / "checkpoints" / step_name(step))
     return step
 
 

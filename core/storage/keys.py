@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contract.outputs import step_name
+
 
 def dataset_prefix(dataset_id: str) -> str:
     """Everything stored for a dataset."""
@@ -25,12 +27,12 @@ def job_prefix(job_id: str) -> str:
 
 def checkpoint_prefix(job_id: str, step: int) -> str:
     """The diffusers folder of the checkpoint at ``step``."""
-    return f"jobs/{job_id}/checkpoints/step_{step:07d}/"
+    return f"jobs/{job_id}/checkpoints/{step_name(step)}/"
 
 
 def sample_key(job_id: str, step: int) -> str:
     """The sample grid drawn at ``step``."""
-    return f"jobs/{job_id}/samples/step_{step:07d}.png"
+    return f"jobs/{job_id}/samples/{step_name(step)}.png"
 
 
 def report_key(job_id: str, name: str) -> str:
