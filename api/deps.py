@@ -69,6 +69,30 @@ def get_celery(request: Request) -> Celery:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
+
+
+@dataclass(frozen=True)
+class DownloadLinks:
+    """Download URLs for stored objects, valid for ``DIFFTUNE_DOWNLOAD_URL_TTL`` seconds."""
+
+    storage: Storage
+    ttl: int
+
+    def url(self, key: str) -> str:
+        """A link that downloads ``key``."""
+        return self.storage.url_for(key, expires_in=self.ttl)
+
+    def under(self, prefix: str) -> list[tuple[str, str]]:
+        """(path relative to ``prefix``, link) for every object stored under ``prefix``."""
+        return [(key[len(prefix):], self.url(key)) for key in self.storage.list(prefix)]
+
+
+def get_links(storage: StorageDep, settings: SettingsDep) -> DownloadLinks:
+    """Download links with the configured lifetime."""
+    return DownloadLinks(storage, settings.download_url_ttl)
+
+
+LinksDep = Annotated[DownloadLinks, Depends(get_links)]
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", max_length=200, description="Retry-safe POST key.")
 ]

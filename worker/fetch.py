@@ -74,13 +74,8 @@ def _download_s3_prefix(ctx: WorkerContext, uri: str, dest: Path) -> None:
                       secret_key=settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
                       region=settings.s3_region)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    keys = store.list(prefix)
-    if not keys:
+    if not store.download_prefix(prefix, dest):
         raise InputError(f"base_model: nothing found under {uri}")
-    for key in keys:
-        target = dest / key[len(prefix):]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        store.get_file(key, target)
 
 
 def fetch_base_model(ctx: WorkerContext, base_model: RegisteredModel) -> str:

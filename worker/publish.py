@@ -37,8 +37,7 @@ class Publisher:
     def _prune(self, keep: set[int]) -> None:
         """Remove published checkpoints the trainer pruned locally."""
         with self.ctx.sessions() as session:
-            published = [c.step for c in outputs.list_checkpoints(session, job_id=self.job_id, limit=100).data]
-            for step in published:
+            for step in outputs.checkpoint_steps(session, job_id=self.job_id):
                 if step not in keep:
                     self.ctx.storage.delete_prefix(checkpoint_prefix(self.job_id, step))
                     outputs.delete_checkpoint(session, job_id=self.job_id, step=step)
@@ -59,10 +58,10 @@ def _read_metrics(folder: Path) -> dict | None:
 def restore_latest(ctx: WorkerContext, job_id: str, out_dir: Path) -> int | None:
     """Make the newest published checkpoint available locally; return its step (None: none)."""
     with ctx.sessions() as session:
-        published = [c.step for c in outputs.list_checkpoints(session, job_id=job_id, limit=100).data]
+        published = outputs.checkpoint_steps(session, job_id=job_id)
     if not published:
         return None
-    step = max(published)
+    step = published[-1]
     download_checkpoint(ctx, job_id, step, out_dir / "checkpoints" / step_name(step))
     return step
 
@@ -71,16 +70,10 @@ def download_checkpoint(ctx: WorkerContext, job_id: str, step: int, local: Path)
     """Download a published checkpoint folder to ``local`` (kept when already complete there)."""
     if (local / "meta.json").exists():
         return local
-    prefix = checkpoint_prefix(job_id, step)
-    keys = ctx.storage.list(prefix)
-    if not keys:
-        raise FileNotFoundError(f"checkpoint step {step} of job {job_id} is no longer stored")
     staging = local.parent / f".restore_{local.name}"
     shutil.rmtree(staging, ignore_errors=True)
-    for key in keys:
-        target = staging / key[len(prefix):]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        ctx.storage.get_file(key, target)
+    if not ctx.storage.download_prefix(checkpoint_prefix(job_id, step), staging):
+        raise FileNotFoundError(f"checkpoint step {step} of job {job_id} is no longer stored")
     shutil.rmtree(local, ignore_errors=True)
     staging.rename(local)
     return local

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import CeleryDep, CurrentTenant, IdempotencyKey, PageDep, SessionDep, SettingsDep, StorageDep
+from api.deps import CeleryDep, CurrentTenant, IdempotencyKey, LinksDep, PageDep, SessionDep, SettingsDep
 from api.problems import problem
 from api.schemas import (
     CheckpointOut,
@@ -162,27 +162,13 @@ def list_events(
 
 @router.get("/{job_id}/checkpoints", summary="A job's checkpoints with download URLs")
 def list_checkpoints(
-    session: SessionDep,
-    tenant: CurrentTenant,
-    storage: StorageDep,
-    settings: SettingsDep,
-    job_id: str,
-    page: PageDep,
+    session: SessionDep, tenant: CurrentTenant, links: LinksDep, job_id: str, page: PageDep
 ) -> ListResponse[CheckpointOut]:
     jobs.get(session, tenant_id=tenant.id, job_id=job_id)
     result = outputs.list_checkpoints(session, job_id=job_id, limit=page.limit, after=page.after)
-    ttl = settings.download_url_ttl
-
-    def files(prefix: str) -> list[FileLink]:
-        return [
-            FileLink(path=k[len(prefix) :], url=storage.url_for(k, expires_in=ttl))
-            for k in storage.list(prefix)
-        ]
-
     data = [
-        CheckpointOut(
-            id=c.id, step=c.step, metrics=c.metrics, created_at=c.created_at, files=files(c.storage_prefix)
-        )
+        CheckpointOut(id=c.id, step=c.step, metrics=c.metrics, created_at=c.created_at,
+                      files=[FileLink(path=path, url=url) for path, url in links.under(c.storage_prefix)])
         for c in result.data
     ]
     return ListResponse(data=data, has_more=result.has_more)
@@ -190,31 +176,17 @@ def list_checkpoints(
 
 @router.get("/{job_id}/samples", summary="A job's sample grids with download URLs")
 def list_samples(
-    session: SessionDep,
-    tenant: CurrentTenant,
-    storage: StorageDep,
-    settings: SettingsDep,
-    job_id: str,
-    page: PageDep,
+    session: SessionDep, tenant: CurrentTenant, links: LinksDep, job_id: str, page: PageDep
 ) -> ListResponse[SampleOut]:
     jobs.get(session, tenant_id=tenant.id, job_id=job_id)
     result = outputs.list_samples(session, job_id=job_id, limit=page.limit, after=page.after)
-    ttl = settings.download_url_ttl
-    data = [
-        SampleOut(
-            id=s.id, step=s.step, created_at=s.created_at, url=storage.url_for(s.storage_key, expires_in=ttl)
-        )
-        for s in result.data
-    ]
+    data = [SampleOut(id=s.id, step=s.step, created_at=s.created_at, url=links.url(s.storage_key))
+            for s in result.data]
     return ListResponse(data=data, has_more=result.has_more)
 
 
 @router.get("/{job_id}/reports", summary="Report files an analysis job wrote, with download URLs")
-def list_reports(
-    session: SessionDep, tenant: CurrentTenant, storage: StorageDep, settings: SettingsDep, job_id: str
-) -> ListResponse[ReportOut]:
+def list_reports(session: SessionDep, tenant: CurrentTenant, links: LinksDep, job_id: str) -> ListResponse[ReportOut]:
     jobs.get(session, tenant_id=tenant.id, job_id=job_id)
-    prefix = report_prefix(job_id)
-    ttl = settings.download_url_ttl
-    data = [ReportOut(name=k[len(prefix) :], url=storage.url_for(k, expires_in=ttl)) for k in storage.list(prefix)]
+    data = [ReportOut(name=name, url=url) for name, url in links.under(report_prefix(job_id))]
     return ListResponse(data=data, has_more=False)

@@ -46,6 +46,11 @@ def list_checkpoints(
     return paginate(session, stmt, key=Checkpoint.id, limit=limit, after=after, newest_first=False)
 
 
+def checkpoint_steps(session: Session, *, job_id: str) -> list[int]:
+    """Every step a job published a checkpoint at, ascending (all of them, not a page)."""
+    return list(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)))
+
+
 def create_sample(session: Session, *, job_id: str, step: int) -> Sample:
     """Record the sample grid published at ``step``."""
     return _upsert(session, Sample, "sample", job_id, step, storage_key=sample_key(job_id, step))

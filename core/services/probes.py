@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from contract.families import Conditioning, DatasetLayout, family_of_api_name
 from core.enums import JobKind, JobStatus
 from core.errors import InvalidError
 from core.ids import new_id
-from core.services import idempotency, jobs
+from core.services import idempotency, jobs, outputs
 from core.services.common import referenced
-from core.tables import Checkpoint, Dataset, Job, RegisteredModel
+from core.tables import Dataset, Job, RegisteredModel
 
 KIND = JobKind.FORGETTING_PROBE
 SCOPE = "probes"
@@ -26,7 +25,7 @@ DIRECTIONS = 2  # tuned→base and base→tuned
 
 
 def _checkpoint_step(session: Session, tuned: Job, wanted: int | None) -> int:
-    steps = sorted(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == tuned.id)))
+    steps = outputs.checkpoint_steps(session, job_id=tuned.id)
     if not steps:
         raise InvalidError.field("job", f"{tuned.id} has no published checkpoint yet")
     if wanted is None:

@@ -31,6 +31,14 @@ class Storage(ABC):
     def list(self, prefix: str = "") -> list[str]:
         """Every key under ``prefix``, sorted."""
 
+    def download_prefix(self, prefix: str, dest: str | Path) -> list[str]:
+        """Download every key under ``prefix`` into the folder ``dest`` (keys relative to the prefix
+        become paths under it); return the keys, none when nothing is stored there."""
+        keys = self.list(prefix)
+        for key in keys:
+            self.get_file(key, Path(dest) / key[len(prefix):])
+        return keys
+
     @abstractmethod
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix``; return how many."""

@@ -49,6 +49,17 @@ def test_round_trip_list_and_delete(backend, tmp_path):
     assert backend.list("jobs/") == ["jobs/j2/c.txt"]
 
 
+def test_download_prefix_mirrors_the_keys_under_a_folder(backend, tmp_path):
+    backend.put_stream("jobs/j1/checkpoints/step_0000002/model_index.json", io.BytesIO(b"{}"))
+    backend.put_stream("jobs/j1/checkpoints/step_0000002/unet/weights.bin", io.BytesIO(b"w"))
+    backend.put_stream("jobs/j1/checkpoints/step_0000004/model_index.json", io.BytesIO(b"later"))
+    keys = backend.download_prefix("jobs/j1/checkpoints/step_0000002/", tmp_path / "ckpt")
+    assert len(keys) == 2 and (tmp_path / "ckpt" / "unet" / "weights.bin").read_bytes() == b"w"
+    assert sorted(p.name for p in (tmp_path / "ckpt").rglob("*") if p.is_file()) == ["model_index.json",
+                                                                                     "weights.bin"]
+    assert backend.download_prefix("jobs/none/", tmp_path / "empty") == []
+
+
 def test_failed_write_leaves_no_object(backend):
     with pytest.raises((OSError, StorageError)):
         backend.put_stream("datasets/d/data.tar", Exploding(after=3 * 1024**2))

@@ -19,17 +19,11 @@ def test_registration_enqueues_a_check(client, auth, redis_client, tiny_base_dir
 
 
 @pytest.fixture
-def check_base_model(settings, monkeypatch):
-    """The worker's check task, with a worker context on the test's database and storage."""
-    from worker import context as context_module
+def check_base_model(worker_ctx):
+    """The worker's check task, on the test's database and storage."""
     from worker.checks import check_base_model
 
-    context_module.context.cache_clear()
-    for name, value in {"DATABASE_URL": settings.database_url, "STORAGE_URL": settings.storage_url,
-                        "S3_ENDPOINT": settings.s3_endpoint, "CACHE_DIR": str(settings.cache_dir)}.items():
-        monkeypatch.setenv(f"DIFFTUNE_{name}", value)
-    yield check_base_model
-    context_module.context.cache_clear()
+    return check_base_model
 
 
 def test_check_marks_ready_or_failed_with_the_reason(client, auth, db, tiny_base_dir, tmp_path, check_base_model):
