@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tarfile
@@ -30,18 +29,9 @@ def _publish_dir(tmp: Path, final: Path) -> Path:
     return final
 
 
-def _write_metadata_jsonl(manifest: Path, files: Path) -> None:
-    """Captioned datasets: rebuild the ``metadata.jsonl`` the trainer reads from the manifest's entries."""
-    info = json.loads(manifest.read_text())
-    if info.get("layout") != "metadata":
-        return
-    names = {"file": "file_name", "text": "text", "conditioning_file": "conditioning_file_name"}
-    lines = [json.dumps({names[k]: v for k, v in entry.items() if k in names}) for entry in info["entries"]]
-    (files / "metadata.jsonl").write_text("\n".join(lines) + "\n")
-
-
 def fetch_dataset(ctx: WorkerContext, dataset: Dataset) -> Path:
-    """The dataset's files as a local folder (class folders or metadata.jsonl layout).
+    """The dataset's files as a local folder, as core normalised them (class folders, or images
+    with ``metadata.jsonl``): the library reads it as it is.
 
     The cached copy is ``datasets/{id}/files/`` with the upload's ``manifest.json`` beside it.
     """
@@ -59,7 +49,6 @@ def fetch_dataset(ctx: WorkerContext, dataset: Dataset) -> Path:
         manifest = tmp / "files" / "manifest.json"
         if manifest.exists():
             os.replace(manifest, tmp / "manifest.json")
-            _write_metadata_jsonl(tmp / "manifest.json", tmp / "files")
         return _publish_dir(tmp, final) / "files"
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

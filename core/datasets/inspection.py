@@ -13,11 +13,16 @@ from PIL import Image
 from core.errors import UploadRejected
 
 METADATA = "metadata.jsonl"
+FILE_FIELDS = ("file_name", "conditioning_file_name")  # entry fields that name a file of the dataset
 
 
 @dataclass
 class DatasetInfo:
-    """What validation learned: the layout, classes, one entry per example and summary stats."""
+    """What validation learned: the layout, classes, one entry per example and summary stats.
+
+    Entries use the library's names: ``{"file_name", "label"}`` for class folders and the
+    ``metadata.jsonl`` fields ``{"file_name", "text"[, "conditioning_file_name"]}`` for captions.
+    """
 
     layout: str  # class_folders | metadata
     entries: list[dict[str, Any]]
@@ -72,7 +77,7 @@ def _class_folders(root: Path, files: list[str]) -> DatasetInfo:
         _check_image(root, name, sizes, modes)
     classes = sorted(per_class)
     index = {c: i for i, c in enumerate(classes)}
-    entries = [{"file": f, "label": index[f.split("/", 1)[0]]} for f in sorted(files)]
+    entries = [{"file_name": f, "label": index[f.split("/", 1)[0]]} for f in sorted(files)]
     stats = {"images_per_class": dict(sorted(per_class.items())), **_size_stats(sizes, modes)}
     return DatasetInfo("class_folders", entries, classes, stats)
 
@@ -87,12 +92,12 @@ def _metadata_line(line: str, number: int, present: set[str]) -> dict[str, Any]:
         raise UploadRejected("needs a string 'file_name'", file=where)
     if not isinstance(row.get("text"), str):
         raise UploadRejected("needs a string 'text'", file=where)
-    entry = {"file": row["file_name"], "text": row["text"]}
+    entry = {"file_name": row["file_name"], "text": row["text"]}
     if "conditioning_file_name" in row:
         if not isinstance(row["conditioning_file_name"], str):
             raise UploadRejected("'conditioning_file_name' must be a string", file=where)
-        entry["conditioning_file"] = row["conditioning_file_name"]
-    for key in ("file", "conditioning_file"):
+        entry["conditioning_file_name"] = row["conditioning_file_name"]
+    for key in FILE_FIELDS:
         if key in entry and entry[key] not in present:
             raise UploadRejected(f"refers to {entry[key]!r}, which is not in the archive", file=where)
     return entry
@@ -104,13 +109,13 @@ def _metadata(root: Path, files: list[str]) -> DatasetInfo:
     entries = [_metadata_line(line, n, present) for n, line in enumerate(lines, 1) if line.strip()]
     if not entries:
         raise UploadRejected("lists no images", file=METADATA)
-    conditioned = sum("conditioning_file" in e for e in entries)
+    conditioned = sum("conditioning_file_name" in e for e in entries)
     if 0 < conditioned < len(entries):
         raise UploadRejected("either every line or none has 'conditioning_file_name'", file=METADATA)
     sizes: Counter = Counter()
     modes: Counter = Counter()
     for entry in entries:
-        for key in ("file", "conditioning_file"):
+        for key in FILE_FIELDS:
             if key in entry:
                 _check_image(root, entry[key], sizes, modes)
     stats = {"conditioning": bool(conditioned), **_size_stats(sizes, modes)}

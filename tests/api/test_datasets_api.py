@@ -46,6 +46,25 @@ def test_class_folder_zip_is_validated_and_stored(upload, archives, storage, tmp
     assert manifest["layout"] == "class_folders" and len(manifest["entries"]) == 6
 
 
+def test_captioned_data_is_normalised_once_for_the_library(upload, archives, storage, tmp_path):
+    """Core writes the metadata.jsonl the library reads: stripped paths, known fields, no blank lines."""
+    from models.captions import scan_caption_folder
+
+    files = archives.captioned(n=2, conditioning=True)
+    rows = [json.loads(line) for line in files.pop("metadata.jsonl").decode().splitlines()]
+    files["metadata.jsonl"] = ("\n\n".join(json.dumps({**r, "aesthetic": 5}) for r in rows) + "\n").encode()
+    response = upload(archives.zip({f"pairs/{name}": data for name, data in files.items()}))
+    assert response.status_code == 201, response.text
+    storage.get_file(f"datasets/{response.json()['id']}/data.tar", tmp_path / "data.tar")
+    with tarfile.open(tmp_path / "data.tar") as tar:
+        tar.extractall(tmp_path / "files", filter="data")
+    lines = (tmp_path / "files" / "metadata.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == rows  # the upload's extra field and blank line are gone
+    folder = scan_caption_folder(tmp_path / "files", resolution=16)
+    assert folder.captions == ["a photo number 0", "a photo number 1"]
+    assert [c.name for c in folder.controls] == ["0.png", "1.png"]
+
+
 def test_captioned_tar_with_conditioning(upload, archives):
     response = upload(archives.tar(archives.captioned(n=3, conditioning=True)), filename="pairs.tar.gz")
     assert response.status_code == 201, response.text

@@ -25,7 +25,7 @@ def test_class_folders_give_classes_counts_and_sizes(archives, tmp_path):
     assert info.classes == ["class_0", "class_1", "class_2"]
     assert info.stats["images_per_class"] == {"class_0": 2, "class_1": 2, "class_2": 3}
     assert (info.stats["min_width"], info.stats["max_width"], info.stats["max_height"]) == (16, 32, 24)
-    assert {"file": "class_2/big.png", "label": 2} in info.entries
+    assert {"file_name": "class_2/big.png", "label": 2} in info.entries
 
 
 def test_a_wrapping_folder_is_stripped(archives, tmp_path):
@@ -44,9 +44,9 @@ def test_metadata_jsonl_with_conditioning(archives, tmp_path):
     assert info.layout == "metadata" and info.classes is None and len(info.entries) == 4
     assert info.stats["conditioning"] is True
     assert info.entries[0] == {
-        "file": "images/0.png",
+        "file_name": "images/0.png",
         "text": "a photo number 0",
-        "conditioning_file": "conditioning/0.png",
+        "conditioning_file_name": "conditioning/0.png",
     }
 
 
