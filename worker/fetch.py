@@ -67,6 +67,27 @@ def _download_s3_prefix(ctx: WorkerContext, uri: str, dest: Path) -> None:
         raise InputError(f"base_model: nothing found under {uri}")
 
 
+def _download_hub(ctx: WorkerContext, repo_id: str, revision: str | None) -> str:
+    """A local snapshot of a hub repository at ``revision`` (its default branch when None), cached
+    under the worker's cache. A missing repository or revision fails the job; an outage is retried."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        return snapshot_download(repo_id, revision=revision, cache_dir=ctx.cache_dir / "hub")
+    except (RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError) as err:
+        raise InputError(f"base_model: {where} is not available on the hub ({type(err).__name__})") from None
+    except LocalEntryNotFoundError:
+        raise InputError(f"base_model: {where} is not in the worker's hub cache and the hub cannot be "
+                         "reached (offline)") from None
+
+
 def fetch_base_model(ctx: WorkerContext, base_model: RegisteredModel) -> str:
     """A local folder (or hub id) that the model family can ``from_pretrained``."""
     location = base_model.location or {}
@@ -77,7 +98,7 @@ def fetch_base_model(ctx: WorkerContext, base_model: RegisteredModel) -> str:
             raise InputError(f"base_model: {path} is not a diffusers folder on this worker")
         return str(path)
     if kind == "hub":
-        return str(location["repo_id"])
+        return _download_hub(ctx, str(location["repo_id"]), location.get("revision"))
     if kind == "s3":
         uri = str(location.get("uri", ""))
         final = ctx.cache_dir / "base_models" / hashlib.sha256(uri.encode()).hexdigest()[:24]

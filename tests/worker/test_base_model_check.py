@@ -56,3 +56,31 @@ def test_a_checked_base_model_refuses_a_resolution_it_cannot_train_at(
     assert refused.status_code == 422, refused.text
     assert refused.json()["errors"] == [{"field": "hyperparameters.resolution",
                                          "message": "the base model generates 16px images, not 32px"}]
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, worker_ctx):
+    """The worker's hub cache holding org/tiny at tag v1 (a snapshot with refs, as the hub client
+    writes it), and the hub client offline: nothing leaves this machine."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    repo = worker_ctx.cache_dir / "hub" / "models--org--tiny"
+    (repo / "snapshots" / "c0ffee").mkdir(parents=True)
+    (repo / "snapshots" / "c0ffee" / "model_index.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "v1").write_text("c0ffee")
+    return repo
+
+
+@pytest.mark.parametrize(("revision", "found"), [("v1", True), ("v2", False)])
+def test_hub_locations_are_fetched_at_their_revision(offline_hub, worker_ctx, revision, found):
+    from core.tables import RegisteredModel
+    from worker.fetch import InputError, fetch_base_model
+
+    model = RegisteredModel(location={"kind": "hub", "repo_id": "org/tiny", "revision": revision})
+    if found:
+        assert fetch_base_model(worker_ctx, model) == str(offline_hub / "snapshots" / "c0ffee")
+    else:
+        with pytest.raises(InputError, match="base_model: org/tiny@v2 is not in the worker's hub cache"):
+            fetch_base_model(worker_ctx, model)
