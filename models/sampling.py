@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
+# A denoising function (x_t, t) -> model output, used by samplers; families build one per model.
 PredictFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -64,10 +65,3 @@ def denoise(
 def initial_noise(shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
     """Standard normal starting latents drawn on the CPU generator (device-independent)."""
     return torch.randn(shape, generator=generator).to(device)
-
-
-def sampling_autocast(device: torch.device):
-    """bf16 autocast on CUDA, a no-op elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)

@@ -14,7 +14,6 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from models.families.base import Family
 from models.grid import save_grid
 from models.latents import LatentSet
 from models.peft import prepare_trainable
+from models.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +132,6 @@ class FitResult:
 #################################################################################
 
 
-def _autocast(device: str, mixed_precision: str):
-    use_bf16 = mixed_precision == "bf16" or (mixed_precision == "auto" and device.startswith("cuda"))
-    if use_bf16:
-        return torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
-    return nullcontext()
-
-
 class Trainer:
     """Tunes ``family.denoiser`` on a target latent set, with a knowledge bank when configured."""
 
@@ -211,7 +204,7 @@ class Trainer:
         noise = torch.randn(latents.shape, generator=self.rng)
         latents, noise, t = (x.to(self.device, non_blocking=True) for x in (latents, noise, t))
         noisy = self.family.noise_scheduler.add_noise(latents, noise, t)
-        with _autocast(self.device, cfg.mixed_precision):
+        with autocast(self.device, cfg.mixed_precision):
             prediction = self.family.predict(self.model, noisy, t, cond)
         target = self.family.training_target(latents, noise, t)
         per_sample = per_sample_mse(prediction, target) * loss_weights(

@@ -17,10 +17,8 @@ import torch
 from torch import nn
 
 from contract.train_config import TrainConfig
-from models.sampling import denoise, initial_noise, make_sampler, sampling_autocast
-
-# A denoising function (x_t, t) -> model output, used by samplers; families build one per model.
-PredictFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from models.precision import autocast
+from models.sampling import denoise, initial_noise, make_sampler
 
 
 def fingerprint_module(module: nn.Module) -> str:
@@ -162,7 +160,7 @@ class LatentFamily(Family):
         size, channels = self.sized_module.config.sample_size, self.sized_module.config.in_channels
         x = initial_noise((n, channels, size, size), generator, self.device)  # (N, C, h, w)
         scheduler = make_sampler(sampler, self.scheduler_config, steps)
-        with sampling_autocast(self.device):
+        with autocast(self.device):
             x = denoise(predict, x, scheduler, generator=generator, per_step=per_step)
         return x.float()
 
