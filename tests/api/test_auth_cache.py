@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
 from api.auth_cache import TenantCache
 from core.tables import Tenant
 
@@ -20,11 +24,30 @@ def test_entries_expire_and_zero_ttl_disables_caching():
     assert off.get("dtk_secret") is None
 
 
-def test_api_requests_reuse_the_cached_tenant(client, auth, app):
+@pytest.fixture
+def key_lookups():
+    """Counts the SQL statements that read the api_key table, on any engine."""
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if "JOIN api_key" in statement or "FROM api_key" in statement:
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    yield seen
+    event.remove(Engine, "before_cursor_execute", count)
+
+
+def test_api_requests_within_the_ttl_do_not_query_the_key_again(client, auth, app, key_lookups):
+    app.state.tenant_cache = TenantCache(ttl=0.5)
     assert client.get("/v1/jobs", headers=auth).status_code == 200
-    secret = auth["Authorization"].removeprefix("Bearer ")
-    cached = app.state.tenant_cache.get(secret)
-    assert cached is not None and cached.name
+    assert len(key_lookups) == 1
+    for _ in range(3):
+        assert client.get("/v1/jobs", headers=auth).status_code == 200
+    assert len(key_lookups) == 1  # served from the cache
+    for _ in range(2):  # unknown keys are looked up every time, never cached
+        assert client.get("/v1/jobs", headers={"Authorization": "Bearer dtk_unknown"}).status_code == 401
+    assert len(key_lookups) == 3 and app.state.tenant_cache.get("dtk_unknown") is None
+    time.sleep(0.6)
     assert client.get("/v1/jobs", headers=auth).status_code == 200
-    assert client.get("/v1/jobs", headers={"Authorization": "Bearer dtk_unknown"}).status_code == 401
-    assert app.state.tenant_cache.get("dtk_unknown") is None
+    assert len(key_lookups) == 4  # expired: looked up again

@@ -51,17 +51,24 @@ def test_interrupted_bank_resumes_to_the_same_content(make_config, tmp_path):
 
 
 def test_key_changes_with_settings_and_base_model(make_config, tmp_path):
+    from models.tiny import build_tiny_dit_pipeline
+
     config = make_config()
     family = load_family(config)
+    key = bank_key(family, config.bank)
+    assert key == bank_key(load_family(config), config.bank)  # stable across loads of the same weights
     keys = {
-        bank_key(family, config.bank),
+        key,
         bank_key(family, config.bank.model_copy(update={"seed": 1})),
         bank_key(family, config.bank.model_copy(update={"guidance_scale": 4.0})),
         bank_key(family, config.bank.model_copy(update={"size": 11})),
+        bank_key(family, config.bank.model_copy(update={"num_inference_steps": 7})),
+        bank_key(family, config.bank.model_copy(update={"sampler": "ddpm"})),
     }
-    assert len(keys) == 4
-    with torch.no_grad():
+    assert len(keys) == 6
+    other_base = build_tiny_dit_pipeline(tmp_path / "other", seed=1, resolution=16)
+    other = load_family(config.model_copy(update={"base_model": str(other_base)}))
+    assert bank_key(other, config.bank) not in keys  # other weights, same settings: another bank
+    with torch.no_grad():  # tuning the loaded model does not change which bank it was built from
         next(family.denoiser.parameters()).add_(1.0)
-    from models.families.base import fingerprint_module
-
-    assert fingerprint_module(family.denoiser) != family.base_fingerprint
+    assert bank_key(family, config.bank) == key
