@@ -35,6 +35,7 @@ class FamilySpec:
     dataset_layout: DatasetLayout
     conditioning: Conditioning
     implementation: str  # "module:Class" of its models.families.Family subclass
+    pipeline: str  # the diffusers pipeline class its checkpoints are saved as (model_index.json)
     description: str
 
     @property
@@ -48,11 +49,12 @@ class FamilySpec:
 
 FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
     FamilySpec("dit", "dit", DatasetLayout.CLASS_FOLDERS, Conditioning.CLASS_LABEL,
-               "models.families.dit:DiTFamily", "class-conditional DiT"),
-    FamilySpec("sd", "sd", DatasetLayout.METADATA, Conditioning.TEXT,
-               "models.families.sd:SDFamily", "text-to-image Stable Diffusion 1.x/2.x UNet"),
+               "models.families.dit:DiTFamily", "DiTPipeline", "class-conditional DiT"),
+    FamilySpec("sd", "sd", DatasetLayout.METADATA, Conditioning.TEXT, "models.families.sd:SDFamily",
+               "StableDiffusionPipeline", "text-to-image Stable Diffusion 1.x/2.x UNet"),
     FamilySpec("controlnet", "sd-controlnet", DatasetLayout.METADATA, Conditioning.TEXT_AND_CONTROL,
-               "models.families.controlnet:ControlNetFamily", "a ControlNet trained on a Stable Diffusion base"),
+               "models.families.controlnet:ControlNetFamily", "StableDiffusionControlNetPipeline",
+               "a ControlNet trained on a Stable Diffusion base"),
 )}
 
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)
@@ -73,3 +75,8 @@ def family_of_api_name(api_name: str) -> FamilySpec:
         if spec.api_name == api_name:
             return spec
     raise ValueError(f"family: unknown model family {api_name!r} (known: {', '.join(API_FAMILY_NAMES)})")
+
+
+def family_of_pipeline(pipeline: str) -> FamilySpec | None:
+    """The family whose checkpoints are saved as the diffusers pipeline class ``pipeline``."""
+    return next((spec for spec in FAMILIES.values() if spec.pipeline == pipeline), None)

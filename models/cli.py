@@ -18,6 +18,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from contract.families import FAMILIES, FamilySpec, family_of_pipeline
+from contract.families import family as family_spec
+
 tiny_app = typer.Typer(help="Build tiny random pipelines offline (tests, experiments).", no_args_is_help=True)
 analyze_app = typer.Typer(help="Diagnostics on tuned models (chain-of-forgetting probe).", no_args_is_help=True)
 console = Console(stderr=True)
@@ -123,7 +126,7 @@ def bank(
 
     _setup_logging()
     cfg = _load(config, base_model=base_model)
-    if cfg.family != "dit" and not cfg.bank_prompts:
+    if family_spec(cfg.family).text_conditioned and not cfg.bank_prompts:
         fail(f"bank_prompts: a {cfg.family} bank is sampled with prompts; without a dataset to take captions "
               "from, list them in the config (or let `difftune train` build the bank)")
     try:
@@ -152,18 +155,22 @@ def sample(
     import torch
 
     from models.distributed import default_device
-    from models.families.dit import DiTFamily
+    from models.families import family_class
     from models.grid import save_grid
 
-    if _pipeline_class(checkpoint).startswith("StableDiffusion"):
-        images = _sample_prompts(checkpoint, prompt or [], control, guidance=guidance, steps=steps, seed=seed,
-                                 device=device or default_device())
+    spec = family_of_pipeline(_pipeline_class(checkpoint))
+    if spec is None:
+        fail(f"checkpoint: {checkpoint} is not a diffusers pipeline of a known family "
+             f"({', '.join(s.pipeline for s in FAMILIES.values())})")
+    if spec.text_conditioned:
+        images = _sample_prompts(checkpoint, spec, prompt or [], control, guidance=guidance, steps=steps,
+                                 seed=seed, device=device or default_device())
         save_grid(images, out)
         print(f"wrote {out}")
         return
     try:
         wanted = [int(x) for x in labels.split(",") if x.strip()]
-        family = DiTFamily.from_pretrained(str(checkpoint), device=device or default_device())
+        family = family_class(spec.name).from_pretrained(str(checkpoint), device=device or default_device())
     except ValueError as err:
         fail(f"labels: expected integers like 0,1,2 ({err})" if "invalid literal" in str(err) else str(err))
     known = sorted(family.base_id2label) or list(range(family.null_label))  # the checkpoint's classes
@@ -185,23 +192,21 @@ def _pipeline_class(checkpoint: Path) -> str:
         return ""
 
 
-def _sample_prompts(checkpoint: Path, prompts: list[str], control: Path | None, *, guidance: float, steps: int,
-                    seed: int, device: str):
-    """SD / ControlNet sample images (ControlNet: condition | generated side by side)."""
+def _sample_prompts(checkpoint: Path, spec: FamilySpec, prompts: list[str], control: Path | None, *,
+                    guidance: float, steps: int, seed: int, device: str):
+    """Text-to-image sample images (with controls: condition | generated side by side)."""
     import torch
 
     from models.data import load_image
-    from models.families.controlnet import ControlNetFamily
-    from models.families.sd import SDFamily
+    from models.families import family_class
 
-    is_controlnet = (checkpoint / "controlnet").is_dir()
     if not prompts:
-        fail("prompt: give at least one --prompt for a Stable Diffusion checkpoint")
-    if is_controlnet != (control is not None):
-        fail("control: a ControlNet checkpoint needs --control IMAGE" if is_controlnet
-              else "control: only ControlNet checkpoints take --control")
+        fail(f"prompt: give at least one --prompt for a {spec.description} checkpoint")
+    if spec.needs_controls != (control is not None):
+        fail(f"control: a {spec.name} checkpoint needs --control IMAGE" if spec.needs_controls
+             else f"control: only checkpoints with controls take --control, not {spec.name}")
     try:
-        family = (ControlNetFamily if is_controlnet else SDFamily).from_pretrained(str(checkpoint), device=device)
+        family = family_class(spec.name).from_pretrained(str(checkpoint), device=device)
         controls = None
         if control is not None:
             image = load_image(control, family.image_size).add(1).div(2)  # (3, R, R) in [0, 1]

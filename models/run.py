@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract.families import DatasetLayout
+from contract.families import family as family_spec
 from contract.train_config import TrainConfig
 from models import checkpoints as ckpt
 from models.bank import build_bank
@@ -52,7 +54,8 @@ def run_training(
     dist = dist or DistInfo()
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
     folder = scan_dataset(config, data_dir)
-    if config.family == "dit" and config.num_classes is not None and config.num_classes != len(folder.class_names):
+    class_folders = family_spec(config.family).dataset_layout is DatasetLayout.CLASS_FOLDERS
+    if class_folders and config.num_classes is not None and config.num_classes != len(folder.class_names):
         raise ValueError(f"num_classes: config says {config.num_classes} but {data_dir} has "
                          f"{len(folder.class_names)} class folders")
     if config.validation_labels and max(config.validation_labels) >= len(folder.class_names):

@@ -89,7 +89,7 @@ def test_prompt_conditioned_retention_and_user_bank_prompts(make_sd_config, capt
 
 
 def test_prompt_retention_is_only_for_text_families(make_sd_config):
-    with pytest.raises(ValueError, match="bank_label 'source' is for dit"):
+    with pytest.raises(ValueError, match="bank_label: 'source' is for class-conditional families"):
         make_sd_config(bank_label="source")
     from contract.train_config import ConfigError, parse_config
 
