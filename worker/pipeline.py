@@ -156,7 +156,7 @@ def train(ctx: WorkerContext, job_id: str, spec: TrainSpec, *, heartbeat: Heartb
         spec.config, data_dir=spec.data_dir, out_dir=spec.out_dir,
         cache_dir=ctx.cache_dir / "ml", resume=True, dist=dist,
         on_phase=reporter.phase if main else None, on_progress=reporter.progress,
-        on_artifact=Publisher(ctx, job_id) if main else None, should_stop=reporter.should_stop)
+        on_artifact=Publisher(ctx, job_id, keep=spec.config.keep_checkpoints) if main else None, should_stop=reporter.should_stop)
     return {"step": result.fit.step, "stopped": result.fit.stopped, "metrics": reporter.last}
 
 

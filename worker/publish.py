@@ -6,17 +6,18 @@ import json
 import shutil
 from pathlib import Path
 
-from contract.outputs import step_name, step_of
+from contract.outputs import step_name
 from core.services import outputs
 from core.storage.keys import checkpoint_prefix, sample_key
 from worker.context import WorkerContext
 
 
 class Publisher:
-    """Uploads checkpoints and sample grids as the trainer writes them (``on_artifact``)."""
+    """Uploads checkpoints and sample grids as the trainer writes them (``on_artifact``), keeping
+    the ``keep`` newest published checkpoints (the job's ``keep_checkpoints``)."""
 
-    def __init__(self, ctx: WorkerContext, job_id: str):
-        self.ctx, self.job_id = ctx, job_id
+    def __init__(self, ctx: WorkerContext, job_id: str, *, keep: int):
+        self.ctx, self.job_id, self.keep = ctx, job_id, keep
 
     def __call__(self, kind: str, step: int, path: Path) -> None:
         if kind == "checkpoint":
@@ -32,15 +33,18 @@ class Publisher:
         metrics = _read_metrics(folder)
         with self.ctx.sessions() as session:
             outputs.create_checkpoint(session, job_id=self.job_id, step=step, metrics=metrics)
-        self._prune(keep={step for p in folder.parent.iterdir() if (step := step_of(p.name)) is not None})
+        self._prune()
 
-    def _prune(self, keep: set[int]) -> None:
-        """Remove published checkpoints the trainer pruned locally."""
+    def _prune(self) -> None:
+        """Remove all but the ``keep`` newest published checkpoints, storage first, then the row.
+
+        Decided from what is published, not from the local folder: after a resume the worker holds
+        only the newest checkpoint, and the older published ones must still be kept."""
         with self.ctx.sessions() as session:
-            for step in outputs.checkpoint_steps(session, job_id=self.job_id):
-                if step not in keep:
-                    self.ctx.storage.delete_prefix(checkpoint_prefix(self.job_id, step))
-                    outputs.delete_checkpoint(session, job_id=self.job_id, step=step)
+            published = outputs.checkpoint_steps(session, job_id=self.job_id)
+            for step in published[:-self.keep]:
+                self.ctx.storage.delete_prefix(checkpoint_prefix(self.job_id, step))
+                outputs.delete_checkpoint(session, job_id=self.job_id, step=step)
 
     def samples(self, step: int, png: Path) -> None:
         self.ctx.storage.put_file(sample_key(self.job_id, step), png, content_type="image/png")

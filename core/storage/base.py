@@ -34,9 +34,12 @@ class Storage(ABC):
     def download_prefix(self, prefix: str, dest: str | Path) -> list[str]:
         """Download every key under ``prefix`` into the folder ``dest`` (keys relative to the prefix
         become paths under it); return the keys, none when nothing is stored there."""
-        keys = self.list(prefix)
+        keys = [key for key in self.list(prefix) if not key.endswith("/")]  # skip S3 "folder" markers
         for key in keys:
-            self.get_file(key, Path(dest) / key[len(prefix):])
+            relative = key[len(prefix):]
+            if any(part in ("", ".", "..") for part in relative.split("/")):
+                raise StorageError(f"refusing to download {key!r}: its name leaves the folder")
+            self.get_file(key, Path(dest) / relative)
         return keys
 
     @abstractmethod

@@ -1,8 +1,9 @@
 """``pip install ".[ml]"`` alone (no service extra) gives a working ``difftune`` for the library.
 
 A real venv, a real (non-editable) install of the built wheel, real subprocesses. The venv with
-torch and the ``ml`` dependencies is cached under ``.cache/venvs`` by a hash of pyproject.toml; the
-project itself is reinstalled from the working tree on every run, so the test sees today's code.
+torch and the ``ml`` dependencies is cached in the user's cache (``~/.cache/difftune/test-venvs``,
+like pip's own cache) by a hash of pyproject.toml, so clones on one machine share it; the project
+itself is reinstalled from the working tree on every run, so the test sees today's code.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _pip(python: Path, *args: str) -> None:
 def ml_venv() -> Path:
     """A venv with only the ``ml`` extra and the project installed from a built wheel."""
     key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH.encode()).hexdigest()[:16]
-    home = ROOT / ".cache" / "venvs"
+    home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "difftune" / "test-venvs"
     home.mkdir(parents=True, exist_ok=True)
     venv = home / f"ml-{key}"
     python = venv / "bin" / "python"

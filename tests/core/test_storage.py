@@ -60,6 +60,16 @@ def test_download_prefix_mirrors_the_keys_under_a_folder(backend, tmp_path):
     assert backend.download_prefix("jobs/none/", tmp_path / "empty") == []
 
 
+def test_download_prefix_never_writes_outside_its_folder(storage, tmp_path):
+    """A bucket the workers read may hold keys no upload of ours would write (S3 allows `..`)."""
+    storage.client.put_object(Bucket=storage.bucket, Key=storage.prefix + "models/m/../../escape.txt", Body=b"x")
+    storage.client.put_object(Bucket=storage.bucket, Key=storage.prefix + "models/m/unet/", Body=b"")
+    storage.put_stream("models/m/model_index.json", io.BytesIO(b"{}"))
+    with pytest.raises(StorageError, match="leaves the folder"):
+        storage.download_prefix("models/m/", tmp_path / "model")
+    assert not (tmp_path / "escape.txt").exists()
+
+
 def test_failed_write_leaves_no_object(backend):
     with pytest.raises((OSError, StorageError)):
         backend.put_stream("datasets/d/data.tar", Exploding(after=3 * 1024**2))

@@ -1,4 +1,4 @@
-"""Publishing outputs: checkpoints the trainer pruned are pruned from storage and rows too, and
+"""Publishing outputs: the newest ``keep_checkpoints`` stay published (also across a resume), and
 no step list is capped at one page."""
 
 from __future__ import annotations
@@ -19,17 +19,14 @@ def local_checkpoint(out: Path, step: int) -> Path:
     return folder
 
 
-def test_checkpoints_the_trainer_pruned_are_deleted_from_storage_and_rows(make_job, worker_ctx, db, tmp_path):
-    import shutil
-
+def test_only_the_newest_keep_checkpoints_stay_published(make_job, worker_ctx, db, tmp_path):
     from worker.publish import Publisher
 
     job = make_job()["id"]
-    publish = Publisher(worker_ctx, job)
+    publish = Publisher(worker_ctx, job, keep=2)
     for step in (2, 4):
         publish("checkpoint", step, local_checkpoint(tmp_path, step))
     assert outputs.checkpoint_steps(db, job_id=job) == [2, 4]
-    shutil.rmtree(tmp_path / "checkpoints" / step_name(2))  # keep_checkpoints=2: the trainer dropped step 2
     publish("checkpoint", 6, local_checkpoint(tmp_path, 6))
     db.expire_all()
     assert outputs.checkpoint_steps(db, job_id=job) == [4, 6]
@@ -38,6 +35,21 @@ def test_checkpoints_the_trainer_pruned_are_deleted_from_storage_and_rows(make_j
                                                                  checkpoint_prefix(job, 4) + "unet/weights.bin"]
     rows = outputs.list_checkpoints(db, job_id=job).data
     assert [(c.step, c.metrics) for c in rows] == [(4, {"loss": 0.4}), (6, {"loss": 0.6})]
+
+
+def test_a_resumed_run_keeps_the_older_published_checkpoints(make_job, worker_ctx, db, tmp_path):
+    """After a resume the worker holds only the newest checkpoint locally; the others stay published."""
+    from worker.publish import Publisher
+
+    job = make_job()["id"]
+    for step in (2, 4):
+        Publisher(worker_ctx, job, keep=3)("checkpoint", step, local_checkpoint(tmp_path / "first", step))
+    resumed = tmp_path / "second"  # a new worker: only step 4 was restored
+    local_checkpoint(resumed, 4)
+    Publisher(worker_ctx, job, keep=3)("checkpoint", 6, local_checkpoint(resumed, 6))
+    db.expire_all()
+    assert outputs.checkpoint_steps(db, job_id=job) == [2, 4, 6]
+    assert worker_ctx.storage.list(checkpoint_prefix(job, 2)) != []
 
 
 def test_more_than_a_page_of_checkpoints_is_seen_whole(make_job, worker_ctx, db, tmp_path):
