@@ -27,9 +27,19 @@ def dataset(upload, archives) -> dict:
 
 
 @pytest.fixture
-def base_model(client, auth) -> dict:
+def register(client, auth):
+    """Register a base model of ``family`` at ``location``; return its JSON."""
+
+    def register(family: str, location: dict, name: str = "model") -> dict:
+        response = client.post("/v1/base-models", headers=auth, json={"name": name, "family": family,
+                                                                      "location": location})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    return register
+
+
+@pytest.fixture
+def base_model(register) -> dict:
     """A registered DiT base model."""
-    body = {"name": "tiny-dit", "family": "dit", "location": {"kind": "s3", "uri": "s3://models/tiny-dit"}}
-    response = client.post("/v1/base-models", headers=auth, json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
+    return register("dit", {"kind": "s3", "uri": "s3://models/tiny-dit"}, name="tiny-dit")

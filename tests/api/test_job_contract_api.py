@@ -13,11 +13,8 @@ TINY = {"max_steps": 5, "resolution": 16}
 
 
 @pytest.fixture
-def sd_model(client, auth) -> dict:
-    body = {"name": "sd", "family": "sd", "location": {"kind": "local", "path": "/models/sd"}}
-    response = client.post("/v1/base-models", headers=auth, json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
+def sd_model(register) -> dict:
+    return register("sd", {"kind": "local", "path": "/models/sd"})
 
 
 @pytest.fixture
@@ -84,9 +81,8 @@ def test_the_worker_runs_exactly_what_was_stored(client, auth, sd_model, caption
     assert (config.family, config.seed, config.bank_label, config.lora_rank) == ("sd", 9, "prompt", 2)
 
 
-def test_controlnet_without_conditioning_files_needs_an_extractor(client, auth, captioned):
-    body = {"name": "cn", "family": "sd-controlnet", "location": {"kind": "local", "path": "/models/cn"}}
-    model = client.post("/v1/base-models", headers=auth, json=body).json()
+def test_controlnet_without_conditioning_files_needs_an_extractor(client, auth, captioned, register):
+    model = register("sd-controlnet", {"kind": "local", "path": "/models/cn"})
     blank = post(client, auth, base_model=model["id"], dataset=captioned["id"],
                  hyperparameters={**TINY, "control_extractor": "none"})
     assert blank.status_code == 422 and blank.json()["errors"][0]["field"] == "dataset", blank.text
