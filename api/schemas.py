@@ -8,6 +8,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contract.families import API_FAMILY_NAMES
+from contract.train_config import MAX_SEED
 from core.enums import BaseModelStatus, DatasetLayout, JobKind, JobStatus
 from core.tables import utcnow
 
@@ -110,7 +111,7 @@ class JobCreate(_Request):
     )
     validation_labels: list[Annotated[int, Field(ge=0)]] | None = Field(None, max_length=64)
     validation_prompts: list[Annotated[str, Field(max_length=1000)]] | None = Field(None, max_length=64)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Defaults to hyperparameters.seed (0).")
     metadata: dict[str, Annotated[str, Field(max_length=512)]] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
 
@@ -133,7 +134,7 @@ class ForgettingProbeCreate(_Request):
         default_factory=lambda: [1.0], min_length=1, max_length=4, description="Classifier-free guidance scales."
     )
     sample_steps: int = Field(25, ge=2, le=250, description="DDIM steps of every chain.")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     metadata: dict[str, Annotated[str, Field(max_length=512)]] = Field(default_factory=dict, max_length=16)
 
 

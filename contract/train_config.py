@@ -8,7 +8,7 @@ worker runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,21 +20,35 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
 
 
+# Upper bounds: far above any sensible run, low enough that no value overflows a database column,
+# a tensor shape or the disk before it is refused (each named in the error, like every field).
+MAX_SEED = 2**63 - 1
+MAX_STEPS = 10_000_000
+MAX_RESOLUTION = 4096
+MAX_BATCH = 4096
+MAX_BANK_SIZE = 200_000
+MAX_LIST = 64  # labels, prompts and module names shown or adapted
+MAX_TEXT = 1000  # characters of one prompt or name
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class BankConfig(_Strict):
     """How the knowledge bank is sampled from the pre-trained model before tuning."""
 
-    size: int = Field(4096, ge=1, description="Number of images generated from the base model.")
+    size: int = Field(4096, ge=1, le=MAX_BANK_SIZE, description="Number of images generated from the base model.")
     sampler: Literal["ddim", "ddpm"] = Field("ddim", description="Sampler used to generate the bank.")
     num_inference_steps: int = Field(50, ge=1, le=1000, description="Denoising steps per bank image.")
     guidance_scale: float = Field(
         1.5, ge=1.0, description="Classifier-free guidance for bank samples (1.5 is DiT's FID setting)."
     )
-    batch_size: int = Field(64, ge=1, description="Images generated per forward pass.")
-    seed: int = Field(0, description="Seed of the bank; part of its cache key.")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="Images generated per forward pass.")
+    seed: Seed = Field(0, description="Seed of the bank; part of its cache key.")
 
 
 class TrainConfig(_Strict):
@@ -45,11 +59,11 @@ class TrainConfig(_Strict):
         "dit", description="Model family (contract.families): " + ", ".join(FAMILY_NAMES) + "."
     )
     base_model: str = Field(
-        "", description="Diffusers-format folder or hub id of the base model (set by the CLI/worker)."
+        "", max_length=MAX_TEXT, description="Diffusers-format folder or hub id of the base model (set by the CLI/worker)."
     )
-    resolution: int = Field(256, ge=8, description="Training image size in pixels (square).")
+    resolution: int = Field(256, ge=8, le=MAX_RESOLUTION, description="Training image size in pixels (square).")
     num_classes: int | None = Field(
-        None, ge=1, description="Target classes K; inferred from the dataset when unset."
+        None, ge=1, le=100_000, description="Target classes K; inferred from the dataset when unset."
     )
 
     # --- the method -------------------------------------------------------------------------------
@@ -69,8 +83,8 @@ class TrainConfig(_Strict):
         description="Condition of bank samples: the null label / empty prompt (paper), a separate source "
         "token (dit), or the prompt each bank image was generated with (sd, controlnet).",
     )
-    bank_prompts: list[str] | None = Field(
-        None, description="Prompts the sd/controlnet bank is sampled with; defaults to the dataset's captions."
+    bank_prompts: list[Text] | None = Field(
+        None, max_length=MAX_BANK_SIZE, description="Prompts the sd/controlnet bank is sampled with; defaults to the dataset's captions."
     )
     bank: BankConfig = Field(default_factory=BankConfig)
     loss_weighting: Literal["none", "p2", "min_snr"] = Field(
@@ -80,25 +94,25 @@ class TrainConfig(_Strict):
     p2_k: float = Field(1.0, gt=0.0, description="P2 weighting offset k.")
     min_snr_gamma: float = Field(5.0, gt=0.0, description="Min-SNR clamp gamma.")
     peft: Literal["full", "difffit", "lora"] = Field("full", description="Train all weights, DiffFit or LoRA.")
-    lora_rank: int = Field(4, ge=1, description="LoRA rank r.")
+    lora_rank: int = Field(4, ge=1, le=1024, description="LoRA rank r.")
     lora_alpha: float | None = Field(None, gt=0.0, description="LoRA alpha; defaults to the rank (scale 1).")
-    lora_target_modules: list[str] | None = Field(
-        None, description="Module names LoRA adapts; defaults to attention projections to_q/to_k/to_v/to_out.0."
+    lora_target_modules: list[Text] | None = Field(
+        None, max_length=MAX_LIST, description="Module names LoRA adapts; defaults to attention projections to_q/to_k/to_v/to_out.0."
     )
     lora_merge: bool = Field(
         False, description="Also merge LoRA into the checkpoint's pipeline weights (else they stay the base's)."
     )
 
     # --- text-to-image and ControlNet ---------------------------------------------------------------
-    validation_prompts: list[str] | None = Field(
-        None, description="Prompts drawn in sd/controlnet sample grids; defaults to the first 4 captions."
+    validation_prompts: list[Text] | None = Field(
+        None, max_length=MAX_LIST, description="Prompts drawn in sd/controlnet sample grids; defaults to the first 4 captions."
     )
     control_extractor: Literal["canny", "grayscale", "none"] = Field(
         "canny", description="How controls are computed when the dataset has no conditioning files, and "
         "for the bank's images (`none`: bank rows get a blank control)."
     )
     eval_every: int | None = Field(
-        None, ge=1, description="Steps between convergence evaluations (controlnet canny F1); "
+        None, ge=1, le=MAX_STEPS, description="Steps between convergence evaluations (controlnet canny F1); "
         "defaults to sample_every."
     )
     convergence_threshold: float = Field(
@@ -111,8 +125,8 @@ class TrainConfig(_Strict):
     adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
     adam_beta2: float = Field(0.999, ge=0.0, lt=1.0)
     max_grad_norm: float | None = Field(None, gt=0.0, description="Clip gradients to this norm if set.")
-    batch_size: int = Field(32, ge=1, description="Global batch size (split over DDP ranks).")
-    max_steps: int = Field(24000, ge=1)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="Global batch size (split over DDP ranks).")
+    max_steps: int = Field(24000, ge=1, le=MAX_STEPS)
     ema_decay: float = Field(0.9999, ge=0.0, le=1.0)
     ema_warmup: bool = Field(
         False, description="Use decay min(ema_decay, (1+n)/(10+n)) so short runs average usefully."
@@ -131,16 +145,16 @@ class TrainConfig(_Strict):
     compile: bool = Field(False, description="torch.compile the denoiser.")
 
     # --- outputs ------------------------------------------------------------------------------------
-    checkpoint_every: int = Field(1000, ge=1)
-    keep_checkpoints: int = Field(3, ge=1, description="Number of most recent checkpoints kept.")
-    sample_every: int = Field(1000, ge=1)
-    validation_labels: list[int] | None = Field(
-        None, description="Target labels drawn in sample grids; defaults to every class (up to 16)."
+    checkpoint_every: int = Field(1000, ge=1, le=MAX_STEPS)
+    keep_checkpoints: int = Field(3, ge=1, le=1000, description="Number of most recent checkpoints kept.")
+    sample_every: int = Field(1000, ge=1, le=MAX_STEPS)
+    validation_labels: list[Annotated[int, Field(ge=0, le=100_000)]] | None = Field(
+        None, max_length=MAX_LIST, description="Target labels drawn in sample grids; defaults to every class (up to 16)."
     )
     validation_guidance_scale: float = Field(4.0, ge=1.0)
     sample_steps: int = Field(50, ge=1, le=1000, description="DDIM steps for sample grids.")
-    log_every: int = Field(10, ge=1)
-    seed: int = 0
+    log_every: int = Field(10, ge=1, le=MAX_STEPS)
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainConfig:

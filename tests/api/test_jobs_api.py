@@ -74,6 +74,8 @@ def test_idempotency_key_returns_the_same_job(client, auth, job_body, db):
         ({"base_model": "bm_missing"}, "base_model"),
         ({"dataset": "ds_missing"}, "dataset"),
         ({"surprise": True}, "surprise"),
+        ({"seed": 2**70}, "seed"),  # was a 500: out of range for the BIGINT column
+        ({"hyperparameters": {"max_steps": 10**12}}, "hyperparameters.max_steps"),
     ],
 )
 def test_invalid_requests_name_the_field(client, auth, job_body, db, change, field):

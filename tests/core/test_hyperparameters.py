@@ -60,3 +60,24 @@ def test_cross_field_rules_name_their_field(data, field):
     with pytest.raises(InvalidError) as err:
         validate_hyperparameters(data)
     assert [e["field"] for e in err.value.errors] == [field]
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"max_steps": 10**12}, "hyperparameters.max_steps"),
+        ({"seed": 2**70}, "hyperparameters.seed"),
+        ({"seed": -1}, "hyperparameters.seed"),
+        ({"batch_size": 10**6}, "hyperparameters.batch_size"),
+        ({"resolution": 100_000}, "hyperparameters.resolution"),
+        ({"keep_checkpoints": 10**6}, "hyperparameters.keep_checkpoints"),
+        ({"bank": {"size": 10**9}}, "hyperparameters.bank.size"),
+        ({"weight_decay": float("inf")}, "hyperparameters.weight_decay"),
+        ({"validation_prompts": ["x" * 5000]}, "hyperparameters.validation_prompts.0"),
+    ],
+)
+def test_every_size_has_an_upper_bound(data, field):
+    """Huge values are refused naming the field, before they overflow a column, a shape or the disk."""
+    with pytest.raises(InvalidError) as err:
+        validate_hyperparameters(data)
+    assert [e["field"] for e in err.value.errors] == [field]
