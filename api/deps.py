@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.problems import Unauthorized
+from core.errors import InvalidError
 from core.services import api_keys
 from core.settings import Settings
 from core.storage import Storage
@@ -111,6 +112,8 @@ def page_params(
     after: Annotated[str | None, Query(max_length=64, description="Id of the last item seen.")] = None,
 ) -> PageParams:
     """Cursor pagination parameters."""
+    if after is not None and "\x00" in after:
+        raise InvalidError.field("after", "contains a NUL byte")
     return PageParams(limit, after)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
@@ -58,6 +59,16 @@ def field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or (loc[0] if loc else "body")
 
 
+def _field_error(loc: tuple[Any, ...], message: str) -> dict[str, str]:
+    """A validation error as {field, message}; a model-level rule whose message starts with
+    ``name: `` (e.g. a NUL byte in ``metadata``) is reported on that field."""
+    field, message = field_name(loc), message.removeprefix("Value error, ")
+    head, sep, rest = message.partition(": ")
+    if sep and head.isidentifier():
+        field, message = f"{field}.{head}" if field and field != "body" else head, rest
+    return {"field": field, "message": message}
+
+
 def _service_error(request: Request, err: ServiceError) -> JSONResponse:
     status = next((code for kind, code in STATUS.items() if isinstance(err, kind)), 400)
     if isinstance(err, UploadRejected) and err.too_large:
@@ -73,7 +84,7 @@ def _validation_error(request: Request, err: RequestValidationError) -> JSONResp
         return problem(
             400, "the request body is not valid JSON", title="Malformed JSON", instance=request.url.path
         )
-    errors = [{"field": field_name(tuple(e["loc"])), "message": e["msg"]} for e in err.errors()]
+    errors = [_field_error(tuple(e["loc"]), e["msg"]) for e in err.errors()]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem(422, detail, title="Invalid request", errors=errors, instance=request.url.path)
 
@@ -103,6 +114,14 @@ def _storage_error(request: Request, err: StorageError) -> JSONResponse:
     return problem(503, f"object storage is unavailable: {err}", instance=request.url.path)
 
 
+def _database_unavailable(request: Request, err: DBAPIError) -> JSONResponse:
+    if not isinstance(err, OperationalError | InterfaceError) and not err.connection_invalidated:
+        return _unexpected(request, err)
+    log.warning("database unavailable on %s: %s", request.url.path, type(err).__name__)
+    return problem(503, "the database is unavailable; retry shortly", headers={"Retry-After": "5"},
+                   instance=request.url.path)
+
+
 def _unexpected(request: Request, err: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(500, "internal error; see the server log", instance=request.url.path)
@@ -114,4 +133,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(StorageError, _storage_error)
+    app.add_exception_handler(DBAPIError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

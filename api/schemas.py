@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.families import API_FAMILY_NAMES
 from contract.train_config import MAX_SEED
@@ -15,8 +15,34 @@ from core.tables import utcnow
 T = TypeVar("T")
 
 
+def nul_free(value: Any, where: str = "") -> Any:
+    """``value`` unchanged, or ``ValueError`` naming where a NUL byte hides in it (PostgreSQL
+    cannot store one in text or JSON, so it would otherwise surface as a 500)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError(f"contains a NUL byte{' at ' + where if where else ''}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            nul_free(key, f"{where}.{key}".lstrip(".") + " (key)")
+            nul_free(item, f"{where}.{key}".lstrip("."))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            nul_free(item, f"{where}.{index}".lstrip("."))
+    return value
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_bytes(cls, data: Any) -> Any:
+        """Reject NUL bytes anywhere in the body; the message starts with the field (``name: …``)."""
+        for name, value in (data.items() if isinstance(data, dict) else ()):
+            try:
+                nul_free(value)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+        return data
 
 
 class ListResponse(BaseModel, Generic[T]):

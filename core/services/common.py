@@ -14,7 +14,7 @@ Row = TypeVar("Row")
 def owned(session: Session, table: type[Row], resource_id: str, *, tenant_id: str, kind: str) -> Row:
     """The row ``resource_id`` of ``table`` when ``tenant_id`` owns it, else ``NotFoundError``
     (another tenant's rows are indistinguishable from missing ones)."""
-    row = session.get(table, resource_id)
+    row = session.get(table, resource_id) if "\x00" not in resource_id else None  # no id holds a NUL
     if row is None or row.tenant_id != tenant_id:
         raise NotFoundError(kind, resource_id)
     return row

@@ -21,7 +21,8 @@ def public_id(event: JobEvent) -> str:
 def parse_id(value: str) -> int | None:
     """The row id of a public event id, or None when malformed."""
     number = value.removeprefix(EVENT_PREFIX)
-    return int(number) if value.startswith(EVENT_PREFIX) and number.isdigit() else None
+    valid = value.startswith(EVENT_PREFIX) and number.isascii() and number.isdigit() and len(number) <= 18
+    return int(number) if valid else None  # ASCII only: "²".isdigit() is true but int("²") fails
 
 
 def add(

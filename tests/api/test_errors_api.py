@@ -45,3 +45,42 @@ def test_validation_errors_name_fields(client, auth):
     assert fields == {"family", "location.local.path"}
     problem = assert_problem(client.get("/v1/jobs", headers=auth, params={"limit": 0}), 422)
     assert problem["errors"][0]["field"] == "limit"
+
+
+# --- bad input that once reached PostgreSQL as a 500 ---------------------------------------------
+
+
+def test_nul_bytes_in_ids_cursors_and_json_are_4xx_naming_the_field(client, auth, base_model, dataset):
+    assert_problem(client.get("/v1/jobs/job_%00x", headers=auth), 404)
+    assert assert_problem(client.get("/v1/jobs?after=job_%00", headers=auth), 422)["errors"][0]["field"] == "after"
+    body = {"base_model": base_model["id"], "dataset": dataset["id"], "metadata": {"team": "a\u0000b"},
+            "hyperparameters": {"resolution": 16}}
+    problem = assert_problem(client.post("/v1/jobs", headers=auth, json=body), 422)
+    assert problem["errors"][0]["field"] == "metadata" and "NUL byte at team" in problem["detail"]
+    body = {"base_model": base_model["id"], "dataset": dataset["id"],
+            "hyperparameters": {"resolution": 16, "validation_prompts": ["ok", "bad\u0000"]}}
+    problem = assert_problem(client.post("/v1/jobs", headers=auth, json=body), 422)
+    assert "hyperparameters" in problem["errors"][0]["field"] and "validation_prompts.1" in problem["detail"]
+    model = {"name": "x\u0000", "family": "dit", "location": {"kind": "local", "path": "/m"}}
+    assert assert_problem(client.post("/v1/base-models", headers=auth, json=model), 422)["errors"][0]["field"] == "name"
+
+
+def test_malformed_event_cursors_are_422(client, auth, base_model, dataset):
+    body = {"base_model": base_model["id"], "dataset": dataset["id"], "hyperparameters": {"resolution": 16}}
+    job = client.post("/v1/jobs", headers=auth, json=body).json()
+    for cursor in ("evt_%C2%B2", "evt_99999999999999999999999", "evt_x"):  # "²".isdigit() is true in Python
+        response = client.get(f"/v1/jobs/{job['id']}/events?after={cursor}", headers=auth)
+        assert assert_problem(response, 422)["errors"][0]["field"] == "after"
+
+
+def test_a_database_outage_is_503_not_500(settings):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    down = settings.model_copy(update={"database_url": "postgresql://postgres@127.0.0.1:1/none",
+                                       "bootstrap_tenant": None})
+    with TestClient(create_app(down), raise_server_exceptions=False) as client:
+        response = client.get("/v1/jobs", headers={"Authorization": "Bearer dtk_anything"})
+    body = assert_problem(response, 503)
+    assert "database is unavailable" in body["detail"] and response.headers["retry-after"] == "5"
