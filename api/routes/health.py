@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -12,6 +13,7 @@ from sqlalchemy import text
 from api.problems import problem
 from core.queue import check_broker
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
@@ -26,7 +28,9 @@ def _probe(check: Callable[[], object]) -> dict[str, object]:
         check()
         return {"ok": True, "ms": round((time.perf_counter() - start) * 1000, 1)}
     except Exception as err:  # noqa: BLE001 - any failure means not ready
-        return {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        # The public answer names the kind of failure only; hosts, ports and paths go to the log.
+        log.warning("readiness check failed: %s: %s", type(err).__name__, err)
+        return {"ok": False, "error": type(err).__name__}
 
 
 @router.get("/readyz", summary="Database, broker and storage are reachable")

@@ -119,12 +119,15 @@ def _transition(
 
 
 def cancel(session: Session, *, tenant_id: str, job_id: str) -> Job:
-    """Cancel a queued job at once, or ask a running one to stop; finished jobs cannot be cancelled."""
+    """Cancel a queued job at once, or ask a running one to stop (again while ``cancelling``); a
+    finished job, cancelled ones included, cannot be cancelled (409)."""
     job = get(session, tenant_id=tenant_id, job_id=job_id)
+    if job.status in JobStatus.terminal():
+        raise ConflictError(f"job {job_id} already {job.status}; it cannot be cancelled")
     if not _transition(session, job_id, (JobStatus.QUEUED,), JobStatus.CANCELLED, "job cancelled before it started"):
         _transition(session, job_id, (JobStatus.RUNNING,), JobStatus.CANCELLING, "cancellation requested")
     session.refresh(job)
-    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):  # it finished while we asked
         raise ConflictError(f"job {job_id} already {job.status}; it cannot be cancelled")
     return job
 

@@ -28,6 +28,7 @@ def test_readyz_names_the_failing_dependency(settings, db):
     assert (
         "broker" in body["detail"] and body["checks"]["database"]["ok"] and not body["checks"]["broker"]["ok"]
     )
+    assert "127.0.0.1" not in response.text and "6379" not in response.text  # no addresses to anyone
 
 
 def test_docs_are_served(client):

@@ -112,9 +112,12 @@ def test_list_filters_by_status_and_paginates(client, auth, job_body, db):
 def test_cancel_flow(client, auth, job_body, db):
     queued = client.post("/v1/jobs", headers=auth, json=job_body).json()["id"]
     assert client.post(f"/v1/jobs/{queued}/cancel", headers=auth).json()["status"] == "cancelled"
+    again = client.post(f"/v1/jobs/{queued}/cancel", headers=auth)
+    assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
     running = client.post("/v1/jobs", headers=auth, json=job_body).json()["id"]
     jobs.claim(db, job_id=running, worker="w")
     assert client.post(f"/v1/jobs/{running}/cancel", headers=auth).json()["status"] == "cancelling"
+    assert client.post(f"/v1/jobs/{running}/cancel", headers=auth).json()["status"] == "cancelling"  # still stopping
     done = client.post("/v1/jobs", headers=auth, json=job_body).json()["id"]
     jobs.claim(db, job_id=done, worker="w")
     jobs.mark_succeeded(db, job_id=done)

@@ -103,7 +103,8 @@ def test_cancel_running_job_asks_the_worker(db, job):
     assert jobs.cancel(db, tenant_id=job.tenant_id, job_id=job.id).status == "cancelling"
     assert jobs.heartbeat(db, job_id=job.id) == "cancelling"
     assert jobs.mark_cancelled(db, job_id=job.id)
-    assert jobs.cancel(db, tenant_id=job.tenant_id, job_id=job.id).status == "cancelled"
+    with pytest.raises(ConflictError, match="already cancelled"):  # as the docs say: 409 when finished
+        jobs.cancel(db, tenant_id=job.tenant_id, job_id=job.id)
 
 
 def test_other_tenant_cannot_see_the_job(db, job):
