@@ -1,6 +1,6 @@
-"""CLI commands for the evidence tools: ``difftune bench transfer`` and ``difftune analyze forgetting``.
+"""The lab's commands: ``difftune bench throughput | transfer | controlnet``, ``library-demo`` and ``demo``.
 
-Mounted by :mod:`models.cli`. Entry points: they set torch threads and the Agg backend here.
+Mounted by :mod:`cli.main`. Entry points: they set torch threads and the Agg backend here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,48 @@ bench_app = typer.Typer(help="Benchmarks: throughput (JSON), transfer quality, C
                         no_args_is_help=True)
 
 
+@bench_app.command("throughput")
+def throughput(
+    model: Annotated[str, typer.Option(help="DiT-S/2, DiT-B/2, DiT-L/2, DiT-XL/2, DiT-tiny/2, SD-1.5, SD-tiny, "
+                                            "SD-1.5+ControlNet or SD-tiny+ControlNet.")] = "DiT-XL/2",
+    resolution: int = 256,
+    method: Annotated[str, typer.Option(help="difftune or standard.")] = "difftune",
+    batch: int = 32,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile")] = False,
+    gradient_checkpointing: bool = False,
+    peft: Annotated[str, typer.Option(help="full, difffit or lora.")] = "full",
+    steps: int = 20,
+    warmup: int = 5,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda [default: cuda if available]")] = None,
+    bank: Annotated[bool, typer.Option(help="Also time knowledge-bank generation (DDIM 50, CFG).")] = False,
+    bank_images: int = 64,
+    baseline: Annotated[bool, typer.Option(help="SD models: also time diffusers' train_text_to_image.py step "
+                                                "(defaults, fp16 mixed precision) on the same batch.")] = False,
+) -> None:
+    """Training images/s, step time, peak memory and MFU; prints one JSON object per line."""
+    from bench.throughput import BenchSetup, bench_bank, bench_diffusers_baseline, bench_training
+    from models.distributed import default_device
+
+    if device is None and default_device() == "cuda":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    setup = BenchSetup(model=model, resolution=resolution, method=method, batch=batch, compile=compile,
+                       gradient_checkpointing=gradient_checkpointing, peft=peft, steps=steps, warmup=warmup,
+                       device=device or default_device())
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            print(json.dumps(bench_training(setup, Path(tmp))), flush=True)
+            if bank:
+                print(json.dumps(bench_bank(setup, images=bank_images)), flush=True)
+            if baseline:
+                print(json.dumps(bench_diffusers_baseline(setup)), flush=True)
+        except ValueError as err:
+            fail(str(err))
+
+
+@bench_app.command("transfer")
 def transfer(
     out: Annotated[Path, typer.Option(help="Output folder (results.json, plots, report.md, runs/).")],
     preset: Annotated[str | None, typer.Option(
@@ -71,6 +113,7 @@ def transfer(
     print(out / "report.md")
 
 
+@bench_app.command("controlnet")
 def controlnet(
     out: Annotated[Path, typer.Option(help="Output folder (results.json, f1_vs_step.png, report.md, runs/).")],
     preset: Annotated[str | None, typer.Option(
@@ -140,46 +183,6 @@ def _general_setup(out, source, target, heldout, base, config, base_steps, optio
     return TransferSetup(source=source, target=target, heldout=heldout, out=out, base=base, train=train, **options)
 
 
-def throughput(
-    model: Annotated[str, typer.Option(help="DiT-S/2, DiT-B/2, DiT-L/2, DiT-XL/2, DiT-tiny/2, SD-1.5, SD-tiny, "
-                                            "SD-1.5+ControlNet or SD-tiny+ControlNet.")] = "DiT-XL/2",
-    resolution: int = 256,
-    method: Annotated[str, typer.Option(help="difftune or standard.")] = "difftune",
-    batch: int = 32,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile")] = False,
-    gradient_checkpointing: bool = False,
-    peft: Annotated[str, typer.Option(help="full, difffit or lora.")] = "full",
-    steps: int = 20,
-    warmup: int = 5,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda [default: cuda if available]")] = None,
-    bank: Annotated[bool, typer.Option(help="Also time knowledge-bank generation (DDIM 50, CFG).")] = False,
-    bank_images: int = 64,
-    baseline: Annotated[bool, typer.Option(help="SD models: also time diffusers' train_text_to_image.py step "
-                                                "(defaults, fp16 mixed precision) on the same batch.")] = False,
-) -> None:
-    """Training images/s, step time, peak memory and MFU; prints one JSON object per line."""
-    from bench.throughput import BenchSetup, bench_bank, bench_diffusers_baseline, bench_training
-    from models.distributed import default_device
-
-    if device is None and default_device() == "cuda":
-        import torch
-
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    setup = BenchSetup(model=model, resolution=resolution, method=method, batch=batch, compile=compile,
-                       gradient_checkpointing=gradient_checkpointing, peft=peft, steps=steps, warmup=warmup,
-                       device=device or default_device())
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            print(json.dumps(bench_training(setup, Path(tmp))), flush=True)
-            if bank:
-                print(json.dumps(bench_bank(setup, images=bank_images)), flush=True)
-            if baseline:
-                print(json.dumps(bench_diffusers_baseline(setup)), flush=True)
-        except ValueError as err:
-            fail(str(err))
-
-
 def library_demo(
     out: Annotated[Path, typer.Option(help="Working folder (base model, data, run).")] = Path(".cache/demo"),
     steps: Annotated[int, typer.Option(help="Diff-Tuning steps.")] = 400,
@@ -210,9 +213,6 @@ def demo(
 
 def register(app: typer.Typer, *, service: bool) -> None:
     """Mount the lab's commands; ``demo`` drives the embedded service, so only with the service extra."""
-    bench_app.command("throughput")(throughput)
-    bench_app.command("transfer")(transfer)
-    bench_app.command("controlnet")(controlnet)
     app.add_typer(bench_app, name="bench")
     app.command("library-demo")(library_demo)
     if service:

@@ -18,7 +18,7 @@ import torch
 from diffusers import DiTTransformer2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
-from contract.train_config import parse_config
+from contract.train_config import MAX_STEPS, parse_config
 from models.bank import KnowledgeBank
 from models.families.dit import DiTFamily
 from models.latents import LatentSet
@@ -136,7 +136,7 @@ def bench_training(setup: BenchSetup, tmp: Path) -> dict[str, Any]:
     config = parse_config({"method": setup.method, "batch_size": setup.batch, "compile": setup.compile,
                            "gradient_checkpointing": setup.gradient_checkpointing, "peft": setup.peft,
                            "family": family.name,
-                           "resolution": setup.resolution, "max_steps": 10**9})
+                           "resolution": setup.resolution, "max_steps": MAX_STEPS})
     trainer = Trainer(family, config, latents, bank if config.uses_bank else None, tmp)
     flops = train_flops_per_image(trainer)
     timing = time_steps(trainer.train_step, setup)

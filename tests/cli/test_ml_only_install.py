@@ -28,8 +28,9 @@ SERVICE_COMMANDS = {"serve", "keys", "demo"}
 
 
 def _pip(python: Path, *args: str) -> None:
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
-                   cwd=ROOT, check=True, capture_output=True, text=True)
+    # --no-compile: byte-compiling torch & co. at install is half of a cold build; imports compile lazily
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check",
+                    *args], cwd=ROOT, check=True, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +58,9 @@ def ml_venv() -> Path:
 
 
 def run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # byte-code is written here (the installs skip it): the first run compiles what difftune imports, once
+    dropped = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(COLUMNS="200", NO_COLOR="1", TERM="dumb")
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
