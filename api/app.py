@@ -63,8 +63,11 @@ def create_app(settings: Settings, *, poll_seconds: float = 1.0) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
-    app.add_middleware(ContentLengthLimit, path=datasets.router.prefix, max_bytes=upload_limit)
+    json_limit = settings.max_json_bytes
+    app.add_middleware(ContentLengthLimit, limits={datasets.router.prefix: upload_limit,
+                                                   base_models.router.prefix: json_limit,
+                                                   jobs.router.prefix: json_limit})
     app.include_router(datasets.router, max_body_size=upload_limit)
-    for module in (base_models, jobs, files):
-        app.include_router(module.router)
+    for module in (base_models, jobs, files):  # JSON bodies: bounded while they stream in (413)
+        app.include_router(module.router, max_body_size=json_limit)
     return app

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, gt=0, description="Largest accepted dataset archive.")
     max_extracted_bytes: int = Field(8 * 1024**3, gt=0, description="Largest total unpacked size.")
     max_upload_files: int = Field(200_000, gt=0, description="Most files in one dataset archive.")
+    max_json_bytes: int = Field(
+        1024**2, gt=0, description="Largest JSON request body (jobs, base models); refused with 413 while it streams."
+    )
     max_decompression_ratio: float = Field(
         200.0, gt=1.0, description="Largest unpacked/packed size ratio (zip bombs)."
     )

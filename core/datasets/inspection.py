@@ -106,7 +106,15 @@ def _metadata_line(line: str, number: int, present: set[str]) -> dict[str, Any]:
 def _metadata(root: Path, files: list[str]) -> DatasetInfo:
     present = set(files)
     lines = (root / METADATA).read_text(encoding="utf-8", errors="replace").splitlines()
-    entries = [_metadata_line(line, n, present) for n, line in enumerate(lines, 1) if line.strip()]
+    entries: list[dict[str, Any]] = []
+    first_line: dict[str, int] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        entry = _metadata_line(line, n, present)
+        if (first := first_line.setdefault(entry["file_name"], n)) != n:
+            raise UploadRejected(f"lists {entry['file_name']!r} again (first on line {first})", file=f"{METADATA}:{n}")
+        entries.append(entry)  # unique and present in the archive: never more entries than files
     if not entries:
         raise UploadRejected("lists no images", file=METADATA)
     conditioned = sum("conditioning_file_name" in e for e in entries)
@@ -123,7 +131,9 @@ def _metadata(root: Path, files: list[str]) -> DatasetInfo:
 
 
 def inspect(root: Path, files: list[str]) -> DatasetInfo:
-    """Validate the files extracted under ``root``; ``UploadRejected`` names the first bad one."""
+    """Validate the files extracted under ``root``; ``UploadRejected`` names the first bad one.
+    A metadata.jsonl lists each image once, so it never names more examples than the archive's
+    (counted and limited) files."""
     if not files:
         raise UploadRejected("the archive contains no files")
     prefix, names = _strip_common_folder(sorted(files))

@@ -95,8 +95,14 @@ def test_captioned_tar_with_conditioning(upload, archives):
             "class_1/zeros.png",
         ),
         (lambda a: a.zip({f"c/{i}.png": a.png() for i in range(51)}), 413, "c/50.png"),
+        (  # one image listed 3 times: a 31 KB archive once became 300,000 examples this way
+            lambda a: a.zip({"i.png": a.png(), "metadata.jsonl": b'{"file_name": "i.png", "text": "a"}\n' * 3}),
+            422,
+            "metadata.jsonl:2",
+        ),
     ],
-    ids=["zip-slip", "absolute", "zip-symlink", "tar-hardlink", "bad-image", "zip-bomb", "too-many-files"],
+    ids=["zip-slip", "absolute", "zip-symlink", "tar-hardlink", "bad-image", "zip-bomb", "too-many-files",
+         "repeated-metadata-line"],
 )
 def test_rejected_upload_names_the_file_and_leaves_nothing(
     upload, archives, db, storage, build, status, file

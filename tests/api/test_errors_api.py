@@ -84,3 +84,18 @@ def test_a_database_outage_is_503_not_500(settings):
         response = client.get("/v1/jobs", headers={"Authorization": "Bearer dtk_anything"})
     body = assert_problem(response, 503)
     assert "database is unavailable" in body["detail"] and response.headers["retry-after"] == "5"
+
+
+def test_json_bodies_are_capped_while_they_stream(client, auth, settings):
+    """A 200 MiB JSON body once cost 620 MiB in the API; now it stops at the cap (1 MiB by default)."""
+    huge = b'{"base_model": "bm_x", "dataset": "ds_x", "metadata": {"a": "' + b"x" * (2 * 1024**2) + b'"}}'
+    declared = client.post("/v1/jobs", headers={**auth, "Content-Type": "application/json"}, content=huge)
+    assert_problem(declared, 413)
+
+    def chunks():  # no Content-Length: cut off while reading
+        for i in range(0, len(huge), 64 * 1024):
+            yield huge[i:i + 64 * 1024]
+
+    streamed = client.post("/v1/jobs", headers={**auth, "Content-Type": "application/json"}, content=chunks())
+    assert_problem(streamed, 413)
+    assert settings.max_json_bytes == 1024**2
