@@ -99,6 +99,13 @@ IdempotencyKey = Annotated[
 ]
 
 
+def refuse_nul(field: str, value: str | None) -> None:
+    """A 422 naming ``field`` when a query or form value holds a NUL byte (PostgreSQL cannot store
+    one, so it would surface as a 500); JSON bodies are checked by ``api.schemas``."""
+    if value is not None and "\x00" in value:
+        raise InvalidError.field(field, "contains a NUL byte")
+
+
 @dataclass
 class PageParams:
     """``limit`` and ``after`` of a list request."""
@@ -112,8 +119,7 @@ def page_params(
     after: Annotated[str | None, Query(max_length=64, description="Id of the last item seen.")] = None,
 ) -> PageParams:
     """Cursor pagination parameters."""
-    if after is not None and "\x00" in after:
-        raise InvalidError.field("after", "contains a NUL byte")
+    refuse_nul("after", after)
     return PageParams(limit, after)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
+from contract.train_config import named_field
 from core.errors import ConflictError, InvalidError, NotFoundError, ServiceError, UploadRejected
 from core.storage import StorageError
 
@@ -62,10 +63,9 @@ def field_name(loc: tuple[Any, ...]) -> str:
 def _field_error(loc: tuple[Any, ...], message: str) -> dict[str, str]:
     """A validation error as {field, message}; a model-level rule whose message starts with
     ``name: `` (e.g. a NUL byte in ``metadata``) is reported on that field."""
-    field, message = field_name(loc), message.removeprefix("Value error, ")
-    head, sep, rest = message.partition(": ")
-    if sep and head.isidentifier():
-        field, message = f"{field}.{head}" if field and field != "body" else head, rest
+    field, (named, message) = field_name(loc), named_field(message)
+    if named is not None:
+        field = f"{field}.{named}" if field and field != "body" else named
     return {"field": field, "message": message}
 
 

@@ -185,14 +185,23 @@ class TrainConfig(_Strict):
         return self.target_power if self.bank_power is None else self.bank_power
 
 
+def named_field(message: str) -> tuple[str | None, str]:
+    """Split a model-level rule's message ``"field: what is wrong"`` (pydantic's ``Value error, ``
+    prefix dropped) into (field, rest); (None, message) when it names no field."""
+    message = message.removeprefix("Value error, ")
+    head, sep, rest = message.partition(": ")
+    return (head, rest) if sep and head.isidentifier() else (None, message)
+
+
 def field_errors(err: ValidationError) -> list[tuple[str, str]]:
     """(field, message) for each problem; cross-field rules name their field in the message."""
     out = []
     for e in err.errors():
-        field, message = ".".join(str(x) for x in e["loc"]), str(e["msg"]).removeprefix("Value error, ")
+        field, (named, message) = ".".join(str(x) for x in e["loc"]), named_field(str(e["msg"]))
         if not field:
-            head, sep, rest = message.partition(": ")
-            field, message = (head, rest) if sep and head in TrainConfig.model_fields else ("config", message)
+            field, message = (named, message) if named in TrainConfig.model_fields else ("config", message)
+        elif named is not None:
+            message = f"{named}: {message}"
         out.append((field, message))
     return out
 

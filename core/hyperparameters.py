@@ -11,24 +11,26 @@ from pydantic import ValidationError
 
 from contract.families import FamilySpec
 from contract.train_config import TrainConfig, dump_config, field_errors
+from core.datasets.inspection import METADATA
 from core.errors import InvalidError
 from core.tables import Dataset
-
-METADATA = "metadata.jsonl"
 
 FIELD = "hyperparameters"
 
 
 def validate_hyperparameters(data: Any) -> dict[str, Any]:
     """The validated hyperparameters with every default filled in; ``InvalidError`` names each bad field."""
+    return dump_config(_train_config(data))
+
+
+def _train_config(data: Any) -> TrainConfig:
     if not isinstance(data, dict):
         raise InvalidError.field(FIELD, "must be an object")
     try:
-        config = TrainConfig.model_validate(data)
+        return TrainConfig.model_validate(data)
     except ValidationError as err:
         fields = [{"field": f"{FIELD}.{field}", "message": _plain(message)} for field, message in field_errors(err)]
         raise InvalidError("; ".join(f"{f['field']}: {f['message']}" for f in fields), errors=fields) from None
-    return dump_config(config)
 
 
 def _plain(message: str) -> str:
@@ -71,40 +73,40 @@ def job_hyperparameters(
         if name in merged and merged[name] != value:
             raise InvalidError.field(f"{FIELD}.{name}", f"conflicts with the top-level {name!r}")
         merged[name] = value
-    config = validate_hyperparameters(merged)
+    config = _train_config(merged)
     labels_field = "validation_labels" if top_level.get("validation_labels") is not None else f"{FIELD}.validation_labels"
     _check_against_dataset(config, family, dataset, labels_field=labels_field)
-    if base_image_size is not None and base_image_size != config["resolution"]:
+    if base_image_size is not None and base_image_size != config.resolution:
         raise InvalidError.field(f"{FIELD}.resolution", f"the base model generates {base_image_size}px images, "
-                                 f"not {config['resolution']}px")
+                                 f"not {config.resolution}px")
     _check_gpus(config, gpus)
-    return config
+    return dump_config(config)
 
 
-def _check_against_dataset(config: dict[str, Any], family: FamilySpec, dataset: Dataset, *, labels_field: str) -> None:
+def _check_against_dataset(config: TrainConfig, family: FamilySpec, dataset: Dataset, *, labels_field: str) -> None:
     if dataset.layout != family.dataset_layout:
         raise InvalidError.field(
             "dataset", f"a {family.api_name} model needs a {family.dataset_layout} dataset, not {dataset.layout}")
-    if family.needs_controls and config["control_extractor"] == "none" and not dataset.stats.get("conditioning"):
+    if family.needs_controls and config.control_extractor == "none" and not dataset.stats.get("conditioning"):
         raise InvalidError.field(
             "dataset", f"control_extractor 'none' needs conditioning_file_name in the dataset's {METADATA}")
     classes = dataset.num_classes
-    if classes is not None and config["num_classes"] is not None and config["num_classes"] != classes:
-        raise InvalidError.field(f"{FIELD}.num_classes", f"{config['num_classes']} but the dataset has {classes} classes")
-    labels = config["validation_labels"] or []
+    if classes is not None and config.num_classes is not None and config.num_classes != classes:
+        raise InvalidError.field(f"{FIELD}.num_classes", f"{config.num_classes} but the dataset has {classes} classes")
+    labels = config.validation_labels or []
     if classes is not None and (bad := [label for label in labels if not 0 <= label < classes]):
         raise InvalidError.field(labels_field, f"{bad} outside 0..{classes - 1}")
     smallest = min(dataset.stats.get("min_width", 0), dataset.stats.get("min_height", 0))
-    if smallest and smallest < config["resolution"] and not config["upscale_small_images"]:
+    if smallest and smallest < config.resolution and not config.upscale_small_images:
         raise InvalidError.field(
-            f"{FIELD}.resolution", f"{config['resolution']} is larger than the dataset's smallest image side "
+            f"{FIELD}.resolution", f"{config.resolution} is larger than the dataset's smallest image side "
             f"({smallest}px); lower it or set upscale_small_images: true")
 
 
-def _check_gpus(config: dict[str, Any], gpus: int) -> None:
-    if config["batch_size"] % gpus:
-        raise InvalidError.field(f"{FIELD}.batch_size", f"{config['batch_size']} is not divisible by {gpus} GPUs")
-    per_gpu = config["batch_size"] // gpus
-    if TrainConfig.model_validate(config).uses_bank and per_gpu < 2:
+def _check_gpus(config: TrainConfig, gpus: int) -> None:
+    if config.batch_size % gpus:
+        raise InvalidError.field(f"{FIELD}.batch_size", f"{config.batch_size} is not divisible by {gpus} GPUs")
+    per_gpu = config.batch_size // gpus
+    if config.uses_bank and per_gpu < 2:
         raise InvalidError.field(
             f"{FIELD}.batch_size", f"{per_gpu} row(s) per GPU; Diff-Tuning with a bank needs at least 2 per GPU")

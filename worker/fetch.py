@@ -89,7 +89,7 @@ def _download_hub(ctx: WorkerContext, repo_id: str, revision: str | None) -> str
 
 
 def fetch_base_model(ctx: WorkerContext, base_model: RegisteredModel) -> str:
-    """A local folder (or hub id) that the model family can ``from_pretrained``."""
+    """A local folder that the model family can ``from_pretrained`` (S3 and hub copies are cached)."""
     location = base_model.location or {}
     kind = location.get("kind")
     if kind == "local":

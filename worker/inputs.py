@@ -17,7 +17,7 @@ class JobInputs:
     dataset: Dataset
     base_model: RegisteredModel
     data_dir: Path  # the dataset's files, as the library reads them
-    base_location: str  # a folder (or hub id) the model family can ``from_pretrained``
+    base_location: str  # a local folder the model family can ``from_pretrained``
 
 
 def fetch_inputs(ctx: WorkerContext, job: Job) -> JobInputs:

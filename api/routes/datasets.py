@@ -7,10 +7,10 @@ from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from api.deps import CurrentTenant, IdempotencyKey, PageDep, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentTenant, IdempotencyKey, PageDep, SessionDep, SettingsDep, StorageDep, refuse_nul
 from api.schemas import DatasetOut, ListResponse
 from core.datasets.archive import Limits
-from core.errors import InvalidError, UploadRejected
+from core.errors import UploadRejected
 from core.services import datasets
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -35,9 +35,8 @@ def create_dataset(
     idempotency_key: IdempotencyKey = None,
 ) -> DatasetOut:
     filename = file.filename or "upload"
-    for field, value in (("name", name or ""), ("file", filename)):
-        if "\x00" in value:
-            raise InvalidError.field(field, "contains a NUL byte")
+    refuse_nul("name", name)
+    refuse_nul("file", filename)
     if file.size is not None and file.size > settings.max_upload_bytes:
         raise UploadRejected(
             f"is larger than {settings.max_upload_bytes} bytes", file=filename, too_large=True
