@@ -8,7 +8,7 @@ lost workers are detected sooner by the job heartbeat (see ``worker.reaper``).
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from core.queue import GPU_QUEUE
 from core.settings import load_settings
@@ -54,3 +54,11 @@ def _stop_reaper(sender=None, **_):
     from worker.reaper import stop_reaper
 
     stop_reaper()
+
+
+@worker_shutting_down.connect
+def _checkpoint_and_requeue(sender=None, **_):
+    """SIGTERM (warm shutdown): the running job checkpoints at its next step and goes back to the queue."""
+    from worker.shutdown import request_shutdown
+
+    request_shutdown()

@@ -7,13 +7,12 @@ import time
 from typing import Any
 
 from contract.outputs import step_name
-from core.enums import JobStatus
-from core.services import job_events, jobs
 from core.storage.keys import report_key
 from core.tables import Job
 from worker.context import WorkerContext
 from worker.fetch import InputError
 from worker.inputs import fetch_inputs
+from worker.lease import Lease
 from worker.publish import download_checkpoint
 
 
@@ -32,8 +31,8 @@ def _summary(result: dict[str, Any], step: int) -> dict[str, Any]:
                                for d, by_g in result["curves"].items()}}
 
 
-def execute_probe(ctx: WorkerContext, job: Job, status) -> dict[str, Any]:
-    """Run the probe for a claimed job; ``status()`` is the job's current status (cancellation)."""
+def execute_probe(ctx: WorkerContext, job: Job, lease: Lease) -> dict[str, Any]:
+    """Run the probe for a claimed job, writing only under its ``lease`` (cancellation stops it)."""
     import torch
 
     from models.probe import run_probe
@@ -53,15 +52,12 @@ def execute_probe(ctx: WorkerContext, job: Job, status) -> dict[str, Any]:
         nonlocal done
         done += 1
         eta = (time.monotonic() - start) / done * (job.total_steps - done)
-        with ctx.sessions() as session:
-            current = jobs.update_progress(session, job_id=job.id, step=done, total_steps=job.total_steps,
-                                           eta_seconds=eta, message=line)
-        if JobStatus.CANCELLING in (current, status()):
+        lease.progress(step=done, total_steps=job.total_steps, eta_seconds=eta, message=line)
+        if lease.should_stop():
             raise _Cancelled
 
     def say(line: str) -> None:
-        with ctx.sessions() as session:
-            job_events.create(session, job_id=job.id, message=line)
+        lease.event(line)
 
     out = work / "probe"
     try:
@@ -70,6 +66,8 @@ def execute_probe(ctx: WorkerContext, job: Job, status) -> dict[str, Any]:
                            steps=params["sample_steps"], seed=params["seed"],
                            device="cuda" if torch.cuda.is_available() else "cpu", say=say, on_point=on_point)
     except _Cancelled:
+        return {"stopped": True}
+    if not lease.held():
         return {"stopped": True}
     for name, content_type in (("probe.json", "application/json"), ("probe.png", "image/png")):
         ctx.storage.put_file(report_key(job.id, name), out / name, content_type=content_type)

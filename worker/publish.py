@@ -6,20 +6,28 @@ import json
 import shutil
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
 from contract.outputs import step_name
 from core.services import outputs
 from core.storage.keys import checkpoint_prefix, sample_key
 from worker.context import WorkerContext
+from worker.lease import Lease
 
 
 class Publisher:
     """Uploads checkpoints and sample grids as the trainer writes them (``on_artifact``), keeping
-    the ``keep`` newest published checkpoints (the job's ``keep_checkpoints``)."""
+    the ``keep`` newest published checkpoints (the job's ``keep_checkpoints``).
 
-    def __init__(self, ctx: WorkerContext, job_id: str, *, keep: int):
-        self.ctx, self.job_id, self.keep = ctx, job_id, keep
+    Everything happens under the job's lease: an attempt that lost it uploads and records nothing
+    (one upload already under way when it was paused may still land; its row is refused)."""
+
+    def __init__(self, ctx: WorkerContext, lease: Lease, *, keep: int):
+        self.ctx, self.lease, self.job_id, self.keep = ctx, lease, lease.job_id, keep
 
     def __call__(self, kind: str, step: int, path: Path) -> None:
+        if not self.lease.held():
+            return
         if kind == "checkpoint":
             self.checkpoint(step, Path(path))
         elif kind == "samples":
@@ -31,25 +39,23 @@ class Publisher:
         for file in sorted(p for p in folder.rglob("*") if p.is_file()):
             self.ctx.storage.put_file(prefix + file.relative_to(folder).as_posix(), file)
         metrics = _read_metrics(folder)
-        with self.ctx.sessions() as session:
-            outputs.create_checkpoint(session, job_id=self.job_id, step=step, metrics=metrics)
-        self._prune()
+        if self.lease.write(lambda session: outputs.create_checkpoint(session, job_id=self.job_id, step=step,
+                                                                     metrics=metrics)):
+            self.lease.write(self._prune)
 
-    def _prune(self) -> None:
+    def _prune(self, session: Session) -> None:
         """Remove all but the ``keep`` newest published checkpoints, storage first, then the row.
 
         Decided from what is published, not from the local folder: after a resume the worker holds
         only the newest checkpoint, and the older published ones must still be kept."""
-        with self.ctx.sessions() as session:
-            published = outputs.checkpoint_steps(session, job_id=self.job_id)
-            for step in published[:-self.keep]:
-                self.ctx.storage.delete_prefix(checkpoint_prefix(self.job_id, step))
-                outputs.delete_checkpoint(session, job_id=self.job_id, step=step)
+        published = outputs.checkpoint_steps(session, job_id=self.job_id)
+        for step in published[:-self.keep]:
+            self.ctx.storage.delete_prefix(checkpoint_prefix(self.job_id, step))
+            outputs.delete_checkpoint(session, job_id=self.job_id, step=step)
 
     def samples(self, step: int, png: Path) -> None:
         self.ctx.storage.put_file(sample_key(self.job_id, step), png, content_type="image/png")
-        with self.ctx.sessions() as session:
-            outputs.create_sample(session, job_id=self.job_id, step=step)
+        self.lease.write(lambda session: outputs.create_sample(session, job_id=self.job_id, step=step))
 
 
 def _read_metrics(folder: Path) -> dict | None:

@@ -40,11 +40,11 @@ def _loop(interval: float) -> None:
 
 
 def start_reaper() -> None:
-    """Start the reaper thread (every heartbeat_timeout / 3 seconds)."""
+    """Start the reaper thread (every heartbeat_timeout / 4 seconds)."""
     global _thread
     if _thread and _thread.is_alive():
         return
-    interval = max(1.0, context().settings.heartbeat_timeout / 3)
+    interval = max(1.0, context().settings.heartbeat_timeout / 4)
     _stop.clear()
     _thread = threading.Thread(target=_loop, args=(interval,), name="difftune-reaper", daemon=True)
     _thread.start()

@@ -133,10 +133,22 @@ def cancel(session: Session, *, tenant_id: str, job_id: str) -> Job:
 
 
 # --- worker side ------------------------------------------------------------------------------
+#
+# A claim increments ``attempts``; that number is the claiming worker's lease. Every later write of
+# the worker is conditional on it (``_held``), so a worker that was paused past the heartbeat timeout,
+# whose job was requeued and claimed again, writes nothing: not a beat, progress, event, output row
+# or final status.
+
+
+def _held(job_id: str, attempt: int) -> tuple:
+    """WHERE clauses: the job is still on a worker under the lease of ``attempt``."""
+    return Job.id == job_id, Job.status.in_(ON_WORKER), Job.attempts == attempt
 
 
 def claim(session: Session, *, job_id: str, worker: str) -> Job | None:
-    """Take a queued job for ``worker``; None when it is not queued (already claimed, cancelled…)."""
+    """Take a queued job for ``worker``; None when it is not queued (already claimed, cancelled…).
+
+    The returned job's ``attempts`` is the lease every later write of this worker names."""
     now = utcnow()
     values = {"worker": worker, "heartbeat_at": now, "attempts": Job.attempts + 1, "error": None}
     if not _transition(session, job_id, (JobStatus.QUEUED,), JobStatus.RUNNING, f"claimed by {worker}", **values):
@@ -146,61 +158,99 @@ def claim(session: Session, *, job_id: str, worker: str) -> Job | None:
     return session.get(Job, job_id, populate_existing=True)
 
 
-def heartbeat(session: Session, *, job_id: str) -> str | None:
-    """Prove the worker is alive; return the job's status (``cancelling`` means stop)."""
-    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ON_WORKER)).values(heartbeat_at=utcnow()))
-    session.commit()
+def hold(session: Session, *, job_id: str, attempt: int, **values: Any) -> str | None:
+    """Renew the lease of ``attempt`` (a heartbeat, plus ``values``) in the caller's transaction.
+
+    Returns the job's status (``cancelling`` means stop), or None when the lease is lost: the job was
+    requeued, claimed by another attempt or ended. The row stays locked until the caller commits, so
+    what the caller adds in that transaction is fenced too."""
+    stmt = update(Job).where(*_held(job_id, attempt)).values(heartbeat_at=utcnow(), **values)
+    if session.execute(stmt).rowcount != 1:
+        return None
     return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def heartbeat(session: Session, *, job_id: str, attempt: int) -> str | None:
+    """Prove the worker is alive; the job's status, or None when the lease is lost."""
+    status = hold(session, job_id=job_id, attempt=attempt)
+    session.commit()
+    return status
+
+
+def record_event(session: Session, *, job_id: str, attempt: int, message: str, data: Any = None) -> str | None:
+    """Log a worker message under the lease; the job's status, or None (nothing written) when lost."""
+    status = hold(session, job_id=job_id, attempt=attempt)
+    if status is not None:
+        job_events.add(session, job_id=job_id, message=message, data=data)
+    session.commit()
+    return status
 
 
 def update_progress(
     session: Session,
     *,
     job_id: str,
+    attempt: int,
     step: int,
     total_steps: int | None = None,
     eta_seconds: float | None = None,
     metrics: dict[str, Any] | None = None,
     message: str | None = None,
 ) -> str | None:
-    """Record progress (and a heartbeat), optionally with an event; return the job's status."""
+    """Record progress under the lease, optionally with an event; the job's status, or None when lost."""
     now = utcnow()
-    values: dict[str, Any] = {"step": step, "heartbeat_at": now}
+    values: dict[str, Any] = {"step": step}
     if total_steps is not None:
         values["total_steps"] = total_steps
     if eta_seconds is not None:
         values["eta_at"] = now + timedelta(seconds=eta_seconds)
     if metrics is not None:
         values["metrics"] = metrics
-    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ON_WORKER)).values(**values))
-    if message:
-        job_events.add(
-            session, job_id=job_id, type="progress", message=message, data={"step": step, **(metrics or {})}
-        )
+    status = hold(session, job_id=job_id, attempt=attempt, **values)
+    if status is not None and message:
+        job_events.add(session, job_id=job_id, type="progress", message=message,
+                       data={"step": step, "attempt": attempt, **(metrics or {})})
     session.commit()
-    return session.scalar(select(Job.status).where(Job.id == job_id))
+    return status
 
 
-def mark_succeeded(session: Session, *, job_id: str, metrics: dict[str, Any] | None = None) -> bool:
-    """The run finished; False when the job had already ended."""
-    values = {"metrics": metrics} if metrics is not None else {}
-    return _transition(session, job_id, ON_WORKER, JobStatus.SUCCEEDED, "job succeeded", eta_at=None, **values)
+def _outcome_values(step: int | None, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    values: dict[str, Any] = {"eta_at": None}
+    if step is not None:
+        values["step"] = step
+    if metrics is not None:
+        values["metrics"] = metrics
+    return values
 
 
-def mark_failed(session: Session, *, job_id: str, error: str) -> bool:
-    """The run failed with ``error`` (shown to the user); False when the job had already ended."""
-    sources = JobStatus.unfinished()
-    return _transition(session, job_id, sources, JobStatus.FAILED, f"job failed: {error}", error=error, eta_at=None)
+def mark_succeeded(session: Session, *, job_id: str, attempt: int, step: int | None = None,
+                   metrics: dict[str, Any] | None = None) -> bool:
+    """The run of ``attempt`` finished at ``step``; False when the lease was lost or the job had ended."""
+    return _transition(session, job_id, ON_WORKER, JobStatus.SUCCEEDED, "job succeeded",
+                       where=(Job.attempts == attempt,), **_outcome_values(step, metrics))
 
 
-def mark_cancelled(session: Session, *, job_id: str) -> bool:
-    """The run stopped on request (its last checkpoint is kept); False when it had already ended."""
-    return _transition(session, job_id, JobStatus.unfinished(), JobStatus.CANCELLED, "job cancelled", eta_at=None)
+def mark_failed(session: Session, *, job_id: str, error: str, attempt: int | None = None) -> bool:
+    """The run failed with ``error`` (shown to the user); False when the job had already ended, or
+    when ``attempt`` is given and no longer holds the job."""
+    where = (Job.attempts == attempt,) if attempt is not None else ()
+    return _transition(session, job_id, JobStatus.unfinished(), JobStatus.FAILED, f"job failed: {error}",
+                       where=where, error=error, eta_at=None)
 
 
-def release(session: Session, *, job_id: str, reason: str) -> bool:
-    """Give a running job back to the queue (a transient failure the task will retry)."""
-    return _transition(session, job_id, (JobStatus.RUNNING,), JobStatus.QUEUED, reason, worker=None)
+def mark_cancelled(session: Session, *, job_id: str, attempt: int | None = None, step: int | None = None) -> bool:
+    """The run stopped on request at ``step`` (its last checkpoint is kept); False when it had already
+    ended, or when ``attempt`` is given and no longer holds the job."""
+    where = (Job.attempts == attempt,) if attempt is not None else ()
+    return _transition(session, job_id, JobStatus.unfinished(), JobStatus.CANCELLED, "job cancelled",
+                       where=where, **_outcome_values(step, None))
+
+
+def release(session: Session, *, job_id: str, attempt: int, reason: str) -> bool:
+    """Give a running job back to the queue (a transient failure the task will retry, or a worker
+    that is shutting down); False when ``attempt`` no longer holds it."""
+    return _transition(session, job_id, (JobStatus.RUNNING,), JobStatus.QUEUED, reason,
+                       where=(Job.attempts == attempt,), worker=None, eta_at=None)
 
 
 def requeue_stale(session: Session, *, older_than: timedelta, max_attempts: int = 3) -> list[str]:
@@ -214,18 +264,15 @@ def requeue_stale(session: Session, *, older_than: timedelta, max_attempts: int 
     ).all()
     requeued = []
     for job_id, status, attempts in stale:
+        still_stale = (Job.heartbeat_at < cutoff, Job.attempts == attempts)  # unless it beat meanwhile
         if status == JobStatus.CANCELLING:
-            mark_cancelled(session, job_id=job_id)
+            _transition(session, job_id, (JobStatus.CANCELLING,), JobStatus.CANCELLED,
+                        "worker lost while cancelling; job cancelled", where=still_stale, eta_at=None)
         elif attempts >= max_attempts:
-            mark_failed(session, job_id=job_id, error=f"worker lost {attempts} times; giving up")
-        elif _transition(
-            session,
-            job_id,
-            (JobStatus.RUNNING,),
-            JobStatus.QUEUED,
-            "worker lost; job requeued",
-            where=(Job.heartbeat_at < cutoff,),
-            worker=None,
-        ):
+            error = f"worker lost {attempts} times; giving up"
+            _transition(session, job_id, (JobStatus.RUNNING,), JobStatus.FAILED, f"job failed: {error}",
+                        where=still_stale, error=error, eta_at=None)
+        elif _transition(session, job_id, (JobStatus.RUNNING,), JobStatus.QUEUED, "worker lost; job requeued",
+                         where=still_stale, worker=None, eta_at=None):
             requeued.append(job_id)
     return requeued

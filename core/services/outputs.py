@@ -1,4 +1,6 @@
-"""Checkpoints and sample grids a job published, at fixed keys (a rerun updates, never duplicates)."""
+"""Checkpoints and sample grids a job published, at fixed keys (a rerun updates, never duplicates).
+
+The writes stage in the caller's transaction: the worker commits them under its lease."""
 
 from __future__ import annotations
 
@@ -20,14 +22,14 @@ def _upsert(session: Session, model: type, kind: str, job_id: str, step: int, **
         session.add(row)
     for name, value in values.items():
         setattr(row, name, value)
-    session.commit()
+    session.flush()
     return row
 
 
 def create_checkpoint(
     session: Session, *, job_id: str, step: int, metrics: dict[str, Any] | None = None
 ) -> Checkpoint:
-    """Record the checkpoint published at ``step``."""
+    """Stage the record of the checkpoint published at ``step``."""
     prefix = checkpoint_prefix(job_id, step)
     return _upsert(session, Checkpoint, "checkpoint", job_id, step, storage_prefix=prefix, metrics=metrics)
 
@@ -35,7 +37,6 @@ def create_checkpoint(
 def delete_checkpoint(session: Session, *, job_id: str, step: int) -> None:
     """Forget a checkpoint the worker pruned."""
     session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
-    session.commit()
 
 
 def list_checkpoints(
@@ -52,7 +53,7 @@ def checkpoint_steps(session: Session, *, job_id: str) -> list[int]:
 
 
 def create_sample(session: Session, *, job_id: str, step: int) -> Sample:
-    """Record the sample grid published at ``step``."""
+    """Stage the record of the sample grid published at ``step``."""
     return _upsert(session, Sample, "sample", job_id, step, storage_key=sample_key(job_id, step))
 
 

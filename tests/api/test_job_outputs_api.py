@@ -95,6 +95,7 @@ def test_checkpoints_and_samples_come_with_working_urls(client, auth, job, db, s
     storage.put_stream(sample_key(job["id"], 10), io.BytesIO(b"png bytes"), content_type="image/png")
     outputs.create_checkpoint(db, job_id=job["id"], step=10, metrics={"loss": 0.1})
     outputs.create_sample(db, job_id=job["id"], step=10)
+    db.commit()
 
     checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=auth).json()["data"]
     assert [(c["step"], c["metrics"]) for c in checkpoints] == [(10, {"loss": 0.1})]

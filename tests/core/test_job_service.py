@@ -72,21 +72,22 @@ def test_claim_happens_once(db, job):
 def test_progress_and_success(db, job):
     jobs.claim(db, job_id=job.id, worker="w1")
     status = jobs.update_progress(
-        db, job_id=job.id, step=3, eta_seconds=20, metrics={"loss": 0.5}, message="step 3"
+        db, job_id=job.id, attempt=1, step=3, eta_seconds=20, metrics={"loss": 0.5}, message="step 3"
     )
     assert status == "running"
     row = db.get(Job, job.id, populate_existing=True)
     assert (row.step, row.metrics) == (3, {"loss": 0.5}) and row.eta_at > utcnow()
-    assert jobs.mark_succeeded(db, job_id=job.id)
+    assert jobs.mark_succeeded(db, job_id=job.id, attempt=1, step=6)
+    assert db.get(Job, job.id, populate_existing=True).step == 6  # the final step, not the last throttled write
     assert statuses(db, job.id) == ["job queued", "claimed by w1", "step 3", "job succeeded"]
 
 
 def test_terminal_states_never_change(db, job):
     jobs.claim(db, job_id=job.id, worker="w1")
     assert jobs.mark_failed(db, job_id=job.id, error="CUDA out of memory")
-    assert not jobs.mark_succeeded(db, job_id=job.id)
+    assert not jobs.mark_succeeded(db, job_id=job.id, attempt=1)
     assert not jobs.mark_cancelled(db, job_id=job.id)
-    assert jobs.update_progress(db, job_id=job.id, step=4) == "failed"
+    assert jobs.update_progress(db, job_id=job.id, attempt=1, step=4) is None  # no lease on an ended job
     with pytest.raises(ConflictError):
         jobs.cancel(db, tenant_id=job.tenant_id, job_id=job.id)
     row = db.get(Job, job.id, populate_existing=True)
@@ -101,8 +102,9 @@ def test_cancel_queued_job_is_immediate_and_blocks_claims(db, job):
 def test_cancel_running_job_asks_the_worker(db, job):
     jobs.claim(db, job_id=job.id, worker="w1")
     assert jobs.cancel(db, tenant_id=job.tenant_id, job_id=job.id).status == "cancelling"
-    assert jobs.heartbeat(db, job_id=job.id) == "cancelling"
-    assert jobs.mark_cancelled(db, job_id=job.id)
+    assert jobs.heartbeat(db, job_id=job.id, attempt=1) == "cancelling"
+    assert jobs.mark_cancelled(db, job_id=job.id, attempt=1, step=4)
+    assert db.get(Job, job.id, populate_existing=True).step == 4  # where it stopped, not a stale step
     with pytest.raises(ConflictError, match="already cancelled"):  # as the docs say: 409 when finished
         jobs.cancel(db, tenant_id=job.tenant_id, job_id=job.id)
 
@@ -142,6 +144,7 @@ def test_outputs_are_recorded_once_per_step(db, job):
     outputs.create_checkpoint(db, job_id=job.id, step=100, metrics={"loss": 1.0})
     again = outputs.create_checkpoint(db, job_id=job.id, step=100, metrics={"loss": 0.9})
     outputs.create_sample(db, job_id=job.id, step=100)
+    db.commit()
     checkpoints = outputs.list_checkpoints(db, job_id=job.id).data
     assert [(c.id, c.metrics) for c in checkpoints] == [(again.id, {"loss": 0.9})]
     assert checkpoints[0].storage_prefix == f"jobs/{job.id}/checkpoints/step_0000100/"
@@ -149,3 +152,49 @@ def test_outputs_are_recorded_once_per_step(db, job):
         outputs.list_samples(db, job_id=job.id).data[0].storage_key
         == f"jobs/{job.id}/samples/step_0000100.png"
     )
+
+
+def test_a_replaced_attempt_writes_nothing(db, job):
+    """The fence: once the job was requeued and claimed again, the first attempt's heartbeat,
+    progress, events, output rows and final status are all refused."""
+    jobs.claim(db, job_id=job.id, worker="w1")
+    _age_heartbeat(db, job.id, 10)
+    assert jobs.requeue_stale(db, older_than=timedelta(minutes=5)) == [job.id]
+    assert jobs.claim(db, job_id=job.id, worker="w2").attempts == 2
+    assert jobs.update_progress(db, job_id=job.id, attempt=2, step=2, message="step 2 of attempt 2") == "running"
+    before = statuses(db, job.id)
+
+    assert jobs.heartbeat(db, job_id=job.id, attempt=1) is None
+    assert jobs.update_progress(db, job_id=job.id, attempt=1, step=50, message="step 50 of attempt 1") is None
+    assert jobs.record_event(db, job_id=job.id, attempt=1, message="hello from attempt 1") is None
+    assert not jobs.release(db, job_id=job.id, attempt=1, reason="attempt 1 gives up")
+    assert not jobs.mark_succeeded(db, job_id=job.id, attempt=1, step=50)
+    assert not jobs.mark_failed(db, job_id=job.id, attempt=1, error="attempt 1 failed")
+    assert not jobs.mark_cancelled(db, job_id=job.id, attempt=1)
+    row = db.get(Job, job.id, populate_existing=True)
+    assert (row.status, row.step, row.worker, row.error) == ("running", 2, "w2", None)
+    assert statuses(db, job.id) == before
+
+    assert jobs.mark_succeeded(db, job_id=job.id, attempt=2, step=6)
+    assert db.get(Job, job.id, populate_existing=True).status == "succeeded"
+
+
+def test_requeue_spares_a_job_that_beat_meanwhile(db, job):
+    """The reaper's UPDATE re-checks staleness: a heartbeat between its SELECT and UPDATE wins."""
+    jobs.claim(db, job_id=job.id, worker="w1")
+    _age_heartbeat(db, job.id, 10)
+    real_execute = db.execute
+    beaten = []
+
+    def execute(stmt, *args, **kwargs):
+        if not beaten and getattr(stmt, "is_update", False):
+            beaten.append(True)
+            assert jobs.heartbeat(db, job_id=job.id, attempt=1) == "running"
+        return real_execute(stmt, *args, **kwargs)
+
+    db.execute = execute
+    try:
+        assert jobs.requeue_stale(db, older_than=timedelta(minutes=5)) == []
+    finally:
+        del db.execute
+    assert db.get(Job, job.id, populate_existing=True).status == "running"

@@ -29,5 +29,5 @@ def test_family_prompts_and_hyperparameters_pass_through():
 
 
 def test_a_torchrun_spec_round_trips_once():
-    spec = TrainSpec(config=build_config(stored_job(), "/models/sd"), data_dir="/d", out_dir="/o", device="cpu")
+    spec = TrainSpec(config=build_config(stored_job(), "/models/sd"), data_dir="/d", out_dir="/o", attempt=2, device="cpu")
     assert TrainSpec.from_json(spec.to_json()) == spec

@@ -72,7 +72,7 @@ def test_cancel_requested_while_running_stops_and_keeps_a_checkpoint(make_job, w
         original(self, p)
         if p.step == 2:
             client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
-            self.status = "cancelling"
+            self.lease.status = "cancelling"  # as the next heartbeat would learn
 
     pipeline.Reporter.progress = progress_then_cancel
     try:
@@ -81,7 +81,8 @@ def test_cancel_requested_while_running_stops_and_keeps_a_checkpoint(make_job, w
         pipeline.Reporter.progress = original
     checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=auth).json()["data"]
     assert [c["step"] for c in checkpoints] == [2]
-    assert db.get(Job, job["id"], populate_existing=True).status == "cancelled"
+    row = db.get(Job, job["id"], populate_existing=True)
+    assert (row.status, row.step) == ("cancelled", 2)  # progress says where it stopped
 
 
 def test_transient_storage_error_requeues_for_retry(make_job, worker_ctx, db, monkeypatch):

@@ -109,17 +109,17 @@ def test_bad_probe_requests_name_the_field(tuned_job, make_job, client, auth, ot
 
 def test_cancelling_a_running_probe_stops_it_between_points(tuned_job, worker_ctx, client, auth, storage,
                                                             monkeypatch, one_thread):
-    from worker import probe_job
+    from core.services import jobs
     from worker.pipeline import run
 
     probe = _probe(client, auth, tuned_job["id"]).json()
-    original = probe_job.jobs.update_progress
+    original = jobs.update_progress
 
     def cancel_after_the_first_point(session, **kwargs):
         client.post(f"/v1/jobs/{probe['id']}/cancel", headers=auth)
         return original(session, **kwargs)
 
-    monkeypatch.setattr(probe_job.jobs, "update_progress", cancel_after_the_first_point)
+    monkeypatch.setattr(jobs, "update_progress", cancel_after_the_first_point)
     assert run(probe["id"]) == "cancelled"
     body = client.get(f"/v1/jobs/{probe['id']}", headers=auth).json()
     assert body["status"] == "cancelled" and body["progress"]["step"] == 1
