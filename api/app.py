@@ -8,10 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import problems
+from api import openapi, problems
 from api.auth_cache import TenantCache
-from api.routes import base_models, datasets, files, health, jobs
-from api.uploads import ContentLengthLimit
+from api.gate import Gate
+from api.rate_limit import RateLimiter
+from api.rate_limit import storage_url as rate_limit_storage
+from api.routes import api_keys as key_routes
+from api.routes import base_models, datasets, files, health, jobs, model_uploads
+from api.uploads import ContentLengthLimit, ValidationSlots
 from core.db import make_engine, make_sessionmaker
 from core.queue import make_celery
 from core.services import api_keys
@@ -60,14 +64,21 @@ def create_app(settings: Settings, *, poll_seconds: float = 1.0) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.state.poll_seconds = poll_seconds
     app.state.tenant_cache = TenantCache(ttl=settings.auth_cache_seconds)
+    app.state.validation_slots = ValidationSlots(settings.max_concurrent_validations)
     problems.install(app)
+    openapi.install(app)
     app.include_router(health.router)
     upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
     json_limit = settings.max_json_bytes
+    model_limit = settings.max_model_upload_bytes + MULTIPART_OVERHEAD
     app.add_middleware(ContentLengthLimit, limits={datasets.router.prefix: upload_limit,
+                                                   model_uploads.router.prefix: model_limit,
                                                    base_models.router.prefix: json_limit,
-                                                   jobs.router.prefix: json_limit})
+                                                   jobs.router.prefix: json_limit,
+                                                   key_routes.router.prefix: json_limit})
+    app.add_middleware(Gate, limiter=RateLimiter(settings.rate_limit, rate_limit_storage(settings)))
     app.include_router(datasets.router, max_body_size=upload_limit)
-    for module in (base_models, jobs, files):  # JSON bodies: bounded while they stream in (413)
+    app.include_router(model_uploads.router, max_body_size=model_limit)
+    for module in (base_models, jobs, key_routes, files):  # JSON bodies: bounded while they stream in (413)
         app.include_router(module.router, max_body_size=json_limit)
     return app

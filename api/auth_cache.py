@@ -1,6 +1,7 @@
 """A short-lived cache of API key → tenant, sparing one database query per request.
 
-A revoked or deleted key stops working within ``ttl`` seconds; unknown keys are never cached.
+Off by default (``DIFFTUNE_AUTH_CACHE_SECONDS=0``); when an operator turns it on, a key revoked by
+another process stops working within ``ttl`` seconds. Unknown keys are never cached.
 """
 
 from __future__ import annotations
@@ -34,3 +35,8 @@ class TenantCache:
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
             self._entries[secret] = (time.monotonic() + self.ttl, tenant)
+
+    def clear(self) -> None:
+        """Forget every entry (a key was revoked through this process)."""
+        with self._lock:
+            self._entries.clear()

@@ -12,8 +12,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.problems import Unauthorized
+from api.uploads import ValidationSlots
 from core.errors import InvalidError
-from core.services import api_keys
 from core.settings import Settings
 from core.storage import Storage
 from core.tables import Tenant
@@ -32,20 +32,13 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 def get_tenant(
     request: Request,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Tenant:
-    """The tenant that owns the bearer key (cached for a few seconds per key)."""
-    if credentials is None:
-        raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-    cache = request.app.state.tenant_cache
-    tenant = cache.get(credentials.credentials)
+    """The tenant that owns the bearer key, as ``api.gate.Gate`` authenticated it before the body was read
+    (``credentials`` declares the scheme in the OpenAPI document)."""
+    tenant = getattr(request.state, "tenant", None)
     if tenant is None:
-        tenant = api_keys.authenticate(session, secret=credentials.credentials)
-        if tenant is None:
-            raise Unauthorized("unknown or revoked API key")
-        session.expunge(tenant)
-        cache.put(credentials.credentials, tenant)
+        raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
     return tenant
 
 
@@ -67,7 +60,13 @@ def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
+def get_validation_slots(request: Request) -> ValidationSlots:
+    """The app's bound on concurrent archive validations."""
+    return request.app.state.validation_slots
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+SlotsDep = Annotated[ValidationSlots, Depends(get_validation_slots)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 

@@ -14,7 +14,15 @@ from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
 from contract.train_config import named_field
-from core.errors import ConflictError, InvalidError, NotFoundError, ServiceError, UploadRejected
+from core.errors import (
+    Busy,
+    ConflictError,
+    InvalidError,
+    NotFoundError,
+    QuotaExceeded,
+    ServiceError,
+    UploadRejected,
+)
 from core.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -27,7 +35,8 @@ class Unauthorized(ServiceError):
     title = "Unauthorized"
 
 
-STATUS = {NotFoundError: 404, ConflictError: 409, InvalidError: 422, UploadRejected: 422, Unauthorized: 401}
+STATUS = {NotFoundError: 404, ConflictError: 409, InvalidError: 422, UploadRejected: 422, Unauthorized: 401,
+          QuotaExceeded: 429, Busy: 503}
 LOCATIONS = ("body", "query", "path", "header", "cookie")
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 
@@ -73,9 +82,11 @@ def _service_error(request: Request, err: ServiceError) -> JSONResponse:
     status = next((code for kind, code in STATUS.items() if isinstance(err, kind)), 400)
     if isinstance(err, UploadRejected) and err.too_large:
         status = 413
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(err.retry_after)
     return problem(
-        status, err.detail, title=err.title, errors=err.errors, headers=headers, instance=request.url.path
+        status, err.detail, title=err.title, errors=err.errors, headers=headers or None, instance=request.url.path
     )
 
 

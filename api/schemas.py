@@ -53,6 +53,30 @@ class ListResponse(BaseModel, Generic[T]):
     has_more: bool
 
 
+# --- API keys ---------------------------------------------------------------------------------
+
+
+class ApiKeyCreate(_Request):
+    name: str = Field("", max_length=100, description="A label for the key.")
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    name: str
+    prefix: str = Field(description="The key's first characters, to recognise it.")
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, row) -> ApiKeyOut:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class ApiKeyCreated(ApiKeyOut):
+    secret: str = Field(description="The key itself; shown only in this response.")
+
+
 # --- datasets ---------------------------------------------------------------------------------
 
 
@@ -78,12 +102,23 @@ class DatasetOut(BaseModel):
 
 class S3Location(_Request):
     kind: Literal["s3"]
-    uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$", description="s3://bucket/prefix of a diffusers folder.")
+    uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$", max_length=2048,
+                     description="s3://bucket/prefix of a diffusers folder, under one of the operator's "
+                     "allowed prefixes (DIFFTUNE_MODEL_S3_PREFIXES).")
 
 
 class LocalLocation(_Request):
     kind: Literal["local"]
-    path: str = Field(pattern=r"^/", description="Absolute path of a diffusers folder on the workers.")
+    path: str = Field(pattern=r"^/", max_length=4096,
+                      description="Absolute path of a diffusers folder on the workers, under one of the "
+                      "operator's model roots (DIFFTUNE_MODEL_ROOTS).")
+
+
+class CheckpointLocation(_Request):
+    kind: Literal["checkpoint"]
+    job_id: str = Field(max_length=64, description="One of your tuning jobs (`job_…`).")
+    step: int | None = Field(None, ge=0, le=2**31 - 1, description="Its published checkpoint step; the latest "
+                             "when omitted. Checkpoints a base model starts from are never pruned.")
 
 
 class HubLocation(_Request):
@@ -93,7 +128,7 @@ class HubLocation(_Request):
                                  description="Branch, tag or commit the workers download; default the main branch.")
 
 
-Location = Annotated[S3Location | LocalLocation | HubLocation, Field(discriminator="kind")]
+Location = Annotated[S3Location | LocalLocation | HubLocation | CheckpointLocation, Field(discriminator="kind")]
 
 
 class BaseModelCreate(_Request):

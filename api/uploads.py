@@ -1,14 +1,18 @@
-"""Refuse a request body whose declared Content-Length is over its route's limit, before reading any
-of it, as a problem+json 413.
-
-Bodies without a length (chunked) are cut off by the routers' ``max_body_size`` while streaming.
+"""Bounds on uploads: a body whose declared Content-Length is over its route's limit is refused before
+any of it is read (problem+json 413; bodies without a length are cut off by the routers'
+``max_body_size`` while streaming), and only a few archives are validated at once per process.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.problems import problem
+from core.errors import Busy
 
 WITH_BODY = {"POST", "PUT", "PATCH"}
 
@@ -32,3 +36,21 @@ class ContentLengthLimit:
                 await problem(413, detail, title="Request too large", instance=scope["path"])(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class ValidationSlots:
+    """At most ``size`` archives are unpacked and decoded at once in this process (each may hold an
+    image of up to ``max_image_pixels``); the next waits up to ``wait`` seconds, then gets a 503."""
+
+    def __init__(self, size: int, wait: float = 30.0):
+        self.size, self.wait = size, wait
+        self._slots = threading.BoundedSemaphore(size)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=self.wait):
+            raise Busy(f"{self.size} uploads are being validated; retry shortly", retry_after=10)
+        try:
+            yield
+        finally:
+            self._slots.release()

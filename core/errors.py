@@ -7,6 +7,7 @@ class ServiceError(Exception):
     """Base of every expected, user-facing error."""
 
     title = "Request failed"
+    retry_after: int | None = None  # seconds after which the same request may succeed (Retry-After)
 
     def __init__(self, detail: str, *, errors: list[dict[str, str]] | None = None):
         super().__init__(detail)
@@ -50,3 +51,23 @@ class UploadRejected(ServiceError):
         errors = [{"file": file, "message": detail}] if file else []
         super().__init__(f"{file}: {detail}" if file else detail, errors=errors)
         self.file, self.too_large = file, too_large
+
+
+class QuotaExceeded(ServiceError):
+    """The tenant (or its API key) is at one of its limits; the request may succeed later."""
+
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int = 30):
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+
+class Busy(ServiceError):
+    """The service is at capacity for this kind of request; retry after ``retry_after`` seconds."""
+
+    title = "Service busy"
+
+    def __init__(self, detail: str, *, retry_after: int = 5):
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))

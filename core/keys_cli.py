@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from core.db import make_engine, make_sessionmaker
+from core.errors import ServiceError
 from core.services import api_keys
 from core.settings import SettingsError, load_settings
 
@@ -39,3 +40,15 @@ def list_keys(tenant: str = typer.Option(..., "--tenant", help="Tenant name.")) 
         for key in api_keys.list_for_tenant(session, tenant_name=tenant):
             state = "revoked" if key.revoked_at else "active"
             typer.echo(f"{key.id}\t{key.prefix}…\t{key.name}\t{state}\t{key.created_at:%Y-%m-%d}")
+
+
+@keys_app.command("revoke")
+def revoke(key: str = typer.Argument(..., help="The key's id (key_…) or its prefix as `keys list` shows it.")) -> None:
+    """Revoke an API key; requests with it are refused from now on."""
+    with _sessionmaker()() as session:
+        try:
+            revoked = api_keys.revoke(session, key=key)
+        except ServiceError as err:
+            typer.echo(f"error: {err.detail}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"revoked key {revoked.id} ({revoked.prefix}…) at {revoked.revoked_at:%Y-%m-%d %H:%M:%S} UTC")

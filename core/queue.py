@@ -9,6 +9,7 @@ from core.settings import Settings
 RUN_JOB_TASK = "worker.tasks.run_job"
 CHECK_BASE_MODEL_TASK = "worker.tasks.check_base_model"
 GPU_QUEUE = "gpu"
+CHECKS_QUEUE = "checks"  # base-model load checks: CPU workers, so a flood of them never delays training
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -24,24 +25,25 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def _send(app: Celery, task: str, resource_id: str) -> None:
+def _send(app: Celery, task: str, resource_id: str, queue: str) -> None:
     app.send_task(
         task,
         args=[resource_id],
-        queue=GPU_QUEUE,
+        queue=queue,
         retry=True,
         retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
     )
 
 
 def enqueue_job(app: Celery, job_id: str) -> None:
-    """Send ``run_job(job_id)`` to the ``gpu`` queue; a duplicate delivery is harmless (claims)."""
-    _send(app, RUN_JOB_TASK, job_id)
+    """Give the ``gpu`` queue a turn for ``job_id``: the worker that takes it runs whichever queued
+    job is fairest then (``core.services.jobs.claim_next``); an extra turn is harmless."""
+    _send(app, RUN_JOB_TASK, job_id, GPU_QUEUE)
 
 
 def enqueue_base_model_check(app: Celery, base_model_id: str) -> None:
-    """Ask a worker to load a newly registered base model and mark it ready or failed."""
-    _send(app, CHECK_BASE_MODEL_TASK, base_model_id)
+    """Ask a ``checks`` worker to load a newly registered base model and mark it ready or failed."""
+    _send(app, CHECK_BASE_MODEL_TASK, base_model_id, CHECKS_QUEUE)
 
 
 def check_broker(app: Celery) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "DIFFTUNE_"
 
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
         "file://.cache/difftune/storage", description="s3://bucket/prefix or file:///dir."
     )
     s3_endpoint: str | None = Field(None, description="S3 endpoint (MinIO, moto); AWS when unset.")
+    s3_public_endpoint: str | None = Field(
+        None, description="S3 endpoint that presigned download links name (what clients reach); s3_endpoint when unset."
+    )
     s3_access_key: str | None = None
     s3_secret_key: SecretStr | None = None
     s3_region: str = "us-east-1"
@@ -67,6 +71,43 @@ class Settings(BaseSettings):
     max_decompression_ratio: float = Field(
         200.0, gt=1.0, description="Largest unpacked/packed size ratio (zip bombs)."
     )
+    max_model_upload_bytes: int = Field(
+        16 * 1024**3, gt=0, description="Largest accepted base-model archive (POST /v1/base-models/upload)."
+    )
+    max_image_pixels: int = Field(
+        36_000_000, gt=0, description="Most pixels in one uploaded image (6000x6000); checked from the header, "
+        "before decoding, so a small file cannot expand to gigabytes."
+    )
+    max_concurrent_validations: int = Field(
+        2, gt=0, description="Uploads validated at once per API process; more wait, then get 503 with Retry-After."
+    )
+
+    # --- tenants: quotas and rate limits ----------------------------------------------------------
+    tenant_max_queued_jobs: int = Field(50, gt=0, description="Queued jobs per tenant; more are refused (429).")
+    tenant_max_running_jobs: int = Field(
+        4, gt=0, description="Jobs of one tenant on workers at once; its other jobs wait while other tenants' run."
+    )
+    tenant_max_pending_checks: int = Field(
+        10, gt=0, description="Base models of one tenant waiting for their load check; more are refused (429)."
+    )
+    rate_limit: str = Field(
+        "20/second;600/minute", description="Requests per API key (limits' notation, e.g. '10/second;300/minute'); "
+        "more get 429 with Retry-After."
+    )
+    rate_limit_storage_url: str | None = Field(
+        None, description="Where rate-limit counters live (redis://…, or memory:// for one API process); the "
+        "broker's Redis when unset and the broker is Redis, else memory://."
+    )
+
+    # --- where base models may come from --------------------------------------------------------
+    model_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Folders under which tenants may register `local` base models "
+        "(JSON list or comma-separated); none by default, so `local` locations are refused."
+    )
+    model_s3_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="s3://bucket/prefix locations under which tenants may register `s3` "
+        "base models; none by default. The service's own storage area is never allowed."
+    )
 
     # --- auth and links --------------------------------------------------------------------------
     bootstrap_tenant: str | None = Field(None, description="Tenant ensured at API start (embedded/compose).")
@@ -79,15 +120,52 @@ class Settings(BaseSettings):
     public_url: str = Field("http://127.0.0.1:8000", description="Base URL that local download links use.")
     download_url_ttl: int = Field(3600, gt=0, description="Seconds a download link stays valid.")
     auth_cache_seconds: float = Field(
-        5.0, ge=0, description="Seconds a key→tenant lookup is cached (a revoked key works at most this long)."
+        0.0, ge=0, description="Seconds an API process caches a key→tenant lookup. 0 (the default): every request "
+        "asks the database, so a revoked key stops working at once; above 0, a key revoked elsewhere (the CLI, "
+        "another API process) works at most this long."
     )
 
     # --- jobs -----------------------------------------------------------------------------------
     heartbeat_timeout: int = Field(
-        300, gt=0, description="Seconds without heartbeat before a job is requeued."
+        45, gt=0, description="Seconds without a heartbeat before a job is requeued (workers beat every "
+        "timeout/5 s and reapers look every timeout/4 s, so a dead worker's job is requeued within about a minute)."
     )
     max_attempts: int = Field(3, ge=1, description="Worker losses tolerated before a job fails.")
     cache_dir: Path = Field(Path(".cache/difftune"), description="Local cache: uploads, datasets, models.")
+
+    @field_validator("model_roots", "model_s3_prefixes", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        """A JSON list or a comma-separated string."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else [v for v in value.split(",") if v.strip()]
+        return [v.strip() if isinstance(v, str) else v for v in value]
+
+    @field_validator("model_roots")
+    @classmethod
+    def _check_model_roots(cls, value: list[Path]) -> list[Path]:
+        if any(not path.is_absolute() for path in value):
+            raise ValueError(f"every model root must be an absolute path (got {[str(p) for p in value]})")
+        return [path.resolve() for path in value]
+
+    @field_validator("model_s3_prefixes")
+    @classmethod
+    def _check_model_s3_prefixes(cls, value: list[str]) -> list[str]:
+        for uri in value:
+            if parse_storage_url(uri).scheme != "s3":
+                raise ValueError(f"every model S3 prefix must be s3://bucket/prefix (got {uri!r})")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"must be like '20/second;600/minute' (got {value!r})") from None
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -109,7 +187,7 @@ class Settings(BaseSettings):
         parse_storage_url(value)
         return value
 
-    @field_validator("s3_endpoint", "public_url")
+    @field_validator("s3_endpoint", "s3_public_endpoint", "public_url")
     @classmethod
     def _check_http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):

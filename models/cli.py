@@ -91,23 +91,36 @@ def train(
     cache_dir: CacheOpt = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 [default: cuda if available]")] = None,
 ) -> None:
-    """Fine-tune a base model (the config's ``family``: dit, sd, controlnet) on a dataset (torchrun for DDP)."""
+    """Fine-tune a base model (the config's ``family``: dit, sd, controlnet) on a dataset (torchrun for DDP).
+
+    SIGTERM or Ctrl-C stops after the current step with a checkpoint of it (``--resume`` continues
+    exactly from there) and exits 143 / 130; a second signal exits at once.
+    """
     from models.data import DatasetError
     from models.distributed import init_distributed, shutdown
+    from models.interrupt import StopSignals
     from models.run import run_training
 
     _setup_logging()
     cfg = _load(config, base_model=base_model, max_steps=max_steps)
     dist = init_distributed(device)
     try:
-        with _progress() as progress:
+        with StopSignals() as stop, _progress() as progress:
             bars = _Bars(progress)
             result = run_training(cfg, data_dir=data, out_dir=out, cache_dir=_cache_dir(cache_dir), resume=resume,
-                                  dist=dist, on_phase=bars.phase, on_progress=bars.train)
+                                  dist=dist, on_phase=bars.phase, on_progress=bars.train,
+                                  should_stop=stop.requested)
     except (DatasetError, ValueError, FileExistsError) as err:
         fail(str(err))
     finally:
         shutdown(dist)
+    if result.fit.stopped:
+        if dist.is_main:
+            console.print(f"interrupted by {stop.signal_name or 'a stop request'}: stopped at step "
+                          f"{result.fit.step}/{cfg.max_steps} with a checkpoint of that step "
+                          f"({result.fit.last_checkpoint}); continue with --resume",
+                          soft_wrap=True, highlight=False, markup=False)
+        raise typer.Exit(code=stop.exit_code or 1)
     if dist.is_main:
         print(f"checkpoint: {result.fit.last_checkpoint}")
         print(f"samples:    {out / 'samples'}")

@@ -50,7 +50,13 @@ def run_training(
     should_stop: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Tune ``config.base_model`` on the dataset ``data_dir`` (class folders for dit, captioned images for
-    sd/controlnet); write checkpoints to ``out_dir``."""
+    sd/controlnet); write checkpoints to ``out_dir``.
+
+    ``should_stop`` (a cancel, :class:`models.interrupt.StopSignals`) is asked by ``Trainer.fit`` after
+    each step (every ``log_every`` steps under DDP); fit then checkpoints the step it stopped at and
+    ``fit.stopped`` says so. A request made while the bank or latents are built takes effect after
+    the first training step.
+    """
     dist = dist or DistInfo()
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
     folder = scan_dataset(config, data_dir)

@@ -317,8 +317,14 @@ class Trainer:
     # --- loop ---------------------------------------------------------------------------------------
     def fit(self, *, on_progress: ProgressCallback | None = None, on_artifact: ArtifactCallback | None = None,
             should_stop: Callable[[], bool] | None = None) -> FitResult:
-        """Train until ``max_steps`` or until ``should_stop`` (checked every ``log_every`` steps)."""
+        """Train until ``max_steps`` or until ``should_stop`` says so; either way the last step is checkpointed.
+
+        ``should_stop`` is asked after every step in a single process, so a stop (a cancel, SIGTERM)
+        costs at most one step. Under DDP the ranks must agree on it with an all-reduce, so there it is
+        asked every ``log_every`` steps, where the loss is all-reduced anyway.
+        """
         cfg = self.config
+        stop_every = cfg.log_every if self.dist.enabled else 1
         sums: dict[str, torch.Tensor] = {}
         window_steps, window_start, started, start_step = 0, time.perf_counter(), time.perf_counter(), self.step
         progress, last_ckpt, stopped = None, ckpt.latest_checkpoint(self.out_dir), False
@@ -347,6 +353,7 @@ class Trainer:
                 if on_progress and self.dist.is_main:
                     on_progress(progress)
                 sums, window_steps, window_start = {}, 0, now
+            if self.step % stop_every == 0 or done:  # a collective under DDP: every rank asks here
                 stopped = any_rank(bool(should_stop and should_stop()), self.dist) and not done
             if self.step % cfg.checkpoint_every == 0 or done or stopped:
                 last_ckpt = self.save_checkpoint(progress.as_dict() if progress else None) or last_ckpt

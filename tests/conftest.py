@@ -142,8 +142,9 @@ def s3_bucket(s3_endpoint) -> str:
 
 
 @pytest.fixture
-def settings(pg_url, s3_endpoint, s3_bucket, tmp_path):
-    """Settings on the test PostgreSQL, Redis and a per-test S3 prefix; small upload limits."""
+def settings(pg_url, s3_endpoint, s3_bucket, tmp_path, tmp_path_factory):
+    """Settings on the test PostgreSQL, Redis and a per-test S3 prefix; small upload limits; local
+    base models allowed anywhere under pytest's temporary folder (but its cache_dir)."""
     from core.settings import Settings
 
     return Settings(
@@ -158,6 +159,9 @@ def settings(pg_url, s3_endpoint, s3_bucket, tmp_path):
         max_decompression_ratio=20,
         cache_dir=tmp_path / "cache",
         signing_secret="test-secret",
+        rate_limit="1000/second",  # tests of the limit itself set a low one
+        model_roots=[tmp_path_factory.getbasetemp(), "/m", "/models", "/srv/models"],
+        model_s3_prefixes=["s3://models"],
     )
 
 

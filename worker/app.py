@@ -1,4 +1,5 @@
-"""The Celery app of the GPU workers (``celery --app worker.app:app worker --queues gpu``).
+"""The Celery app of the workers: ``--queues gpu`` on GPU hosts (training, one job at a time, solo pool)
+and ``--queues checks`` on CPU hosts (base-model load checks), or both queues on one small machine.
 
 Late ack + reject on worker lost + prefetch 1: a job is acknowledged only when it ended, and a
 worker holds one job at a time. The broker's visibility timeout is longer than the longest job;
@@ -10,7 +11,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from core.queue import GPU_QUEUE
+from core.queue import CHECK_BASE_MODEL_TASK, CHECKS_QUEUE, GPU_QUEUE
 from core.settings import load_settings
 
 VISIBILITY_TIMEOUT = 7 * 24 * 3600  # longer than any job; the heartbeat reaper reacts first
@@ -21,6 +22,7 @@ def make_app() -> Celery:
     app = Celery("difftune-worker", broker=settings.broker_url, include=["worker.tasks"])
     app.conf.update(
         task_default_queue=GPU_QUEUE,
+        task_routes={CHECK_BASE_MODEL_TASK: {"queue": CHECKS_QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

@@ -5,7 +5,7 @@ Mounted on the ``difftune`` console script by :mod:`cli.main` when the ``service
 
 from __future__ import annotations
 
-import time
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -22,22 +22,27 @@ def serve(
         ".cache/difftune/embedded"),
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
 ) -> None:
-    """Embedded mode: API + worker on this machine (SQLite, SQLite broker, local store) until Ctrl-C."""
+    """Embedded mode: API + worker on this machine (SQLite, SQLite broker, local store) until Ctrl-C,
+    SIGTERM or SIGHUP; then both are stopped (SIGKILL after a grace period) and it exits 0."""
     from worker.embedded import EmbeddedStack
 
-    stack = EmbeddedStack(home, port=port).start()
-    print(f"API:     {stack.url}   (docs: {stack.url}/docs)")
-    print(f"API key: {stack.api_key}   (tenant 'local'; kept in {stack.home}/api_key)")
-    print(f"logs:    {stack.log_dir}")
-    try:
-        while all(p.poll() is None for p in stack.processes):
-            time.sleep(1)
-        console.print("[red]a service process exited; stopping[/red]")
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stack.stop()
+    stack = EmbeddedStack(home, port=port)
+    code = 0
+    with stack.stop_on_signals():  # a second signal cuts the grace period short
+        try:
+            stack.start()
+            if stack.stop_signal is None:
+                print(f"API:     {stack.url}   (docs: {stack.url}/docs)")
+                print(f"API key: {stack.api_key}   (tenant 'local'; kept in {stack.home}/api_key)")
+                print(f"logs:    {stack.log_dir}", flush=True)
+                if not stack.wait():
+                    console.print("[red]a service process exited; stopping[/red]")
+                    code = 1
+            if stack.stop_signal is not None:
+                console.print(f"{signal.Signals(stack.stop_signal).name}: stopping the API and the worker")
+        finally:
+            stack.stop()
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,23 +1,29 @@
 """Embedded mode: the whole service on one machine with no servers.
 
 SQLite database, a SQLite (kombu sqlalchemy) broker, a local directory store, the API under
-uvicorn and one Celery worker (solo pool), each a child process. ``make run`` starts it.
+uvicorn and one Celery worker (solo pool), each a child process in its own process group.
+``make run`` starts it. Stopping sends SIGTERM to each group, waits ``grace`` seconds, then sends
+SIGKILL, so no child (nor anything it started) outlives the stack.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 KEY_FILE = "api_key"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def free_port() -> int:
@@ -49,7 +55,30 @@ def embedded_env(home: Path, port: int) -> dict[str, str]:
         "DIFFTUNE_BOOTSTRAP_TENANT": "local",
         "DIFFTUNE_BOOTSTRAP_API_KEY": _persistent_secret(home / KEY_FILE, "dtk_"),
         "DIFFTUNE_SIGNING_SECRET": _persistent_secret(home / "signing_secret"),
+        # one local user: any folder of this machine but the service's own area (unless the env narrows it)
+        "DIFFTUNE_MODEL_ROOTS": os.environ.get("DIFFTUNE_MODEL_ROOTS", '["/"]'),
     }
+
+
+def _exited(proc: subprocess.Popen) -> bool:
+    """Whether ``proc`` ended, without reaping it: while it is an unreaped zombie its pid (the id of
+    its process group) cannot be reused, so signalling the group stays safe."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Send ``sig`` to the process group ``proc`` leads (unless ``proc`` was already reaped)."""
+    if proc.returncode is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 @dataclass
@@ -60,12 +89,15 @@ class EmbeddedStack:
     port: int = 0
     log_dir: Path | None = None
     processes: list[subprocess.Popen] = field(default_factory=list)
+    grace: float = 30.0  # seconds the children get to exit after SIGTERM before SIGKILL
 
     def __post_init__(self):
         self.home = Path(self.home).resolve()
         self.port = self.port or free_port()
         self.env = {**os.environ, **embedded_env(self.home, self.port), "PYTHONUNBUFFERED": "1"}
         self.log_dir = Path(self.log_dir or self.home / "logs")
+        self.stop_signal: int | None = None  # the signal (or request) that asked the stack to stop
+        self._hurry = False
 
     @property
     def url(self) -> str:
@@ -82,16 +114,22 @@ class EmbeddedStack:
                                                stderr=subprocess.STDOUT, start_new_session=True))
 
     def start(self, timeout: float = 60) -> EmbeddedStack:
-        """Migrate the database, start the API and the worker, wait until the API is ready."""
+        """Migrate the database, start the API and the worker, wait until both are ready. Returns early,
+        with everything stopped, when :meth:`request_stop` is called meanwhile (e.g. by a signal)."""
         subprocess.run([sys.executable, "-m", "migrations"], env=self.env, check=True, capture_output=True)
+        if self.stop_signal is not None:
+            return self
         self._spawn("api", ["-m", "uvicorn", "--factory", "api.main:app", "--host", "127.0.0.1",
                             "--port", str(self.port), "--log-level", "warning"])
         self._spawn("worker", ["-m", "celery", "--app", "worker.app:app", "worker", "--pool=solo", "--queues",
-                               "gpu", "--concurrency", "1", "--loglevel", "INFO", "--without-gossip",
+                               "gpu,checks", "--concurrency", "1", "--loglevel", "INFO", "--without-gossip",
                                "--without-mingle", "--without-heartbeat"])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in self.processes):
+            if self.stop_signal is not None:
+                self.stop()
+                return self
+            if not self.running():
                 self.stop()
                 raise RuntimeError(f"a service process exited at start; see {self.log_dir}")
             if self._api_ready() and self._worker_ready():
@@ -111,15 +149,52 @@ class EmbeddedStack:
         log = self.log_dir / "worker.log"
         return log.exists() and " ready." in log.read_text(errors="replace")[-20000:]
 
-    def stop(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.processes:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    def running(self) -> bool:
+        """Whether every child is still running (checked without reaping them)."""
+        return bool(self.processes) and not any(_exited(p) for p in self.processes)
+
+    def wait(self, poll: float = 0.2) -> bool:
+        """Block until a stop is requested (True) or a child exits (False)."""
+        while self.stop_signal is None:
+            if not self.running():
+                return False
+            time.sleep(poll)
+        return True
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Ask :meth:`start` / :meth:`wait` to return; a second request makes :meth:`stop` skip the grace
+        period. Only sets flags, so it is safe in a signal handler."""
+        if self.stop_signal is None:
+            self.stop_signal = int(signum)
+        else:
+            self._hurry = True
+
+    @contextmanager
+    def stop_on_signals(self, signals: Iterable[int] = STOP_SIGNALS) -> Iterator[EmbeddedStack]:
+        """While the block runs, ``signals`` (SIGTERM, SIGINT, SIGHUP) call :meth:`request_stop`;
+        the previous handlers are restored afterwards."""
+        previous = {sig: signal.signal(sig, lambda signum, frame: self.request_stop(signum)) for sig in signals}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    def stop(self, grace: float | None = None) -> None:
+        """SIGTERM every child's process group, wait up to ``grace`` seconds (cut short by a second
+        :meth:`request_stop`), SIGKILL whatever is left of the groups, and reap the children."""
+        grace = self.grace if grace is None else grace
+        procs = list(self.processes)
+        for proc in procs:
+            if not _exited(proc):
+                _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while not self._hurry and time.monotonic() < deadline and not all(_exited(p) for p in procs):
+            time.sleep(0.05)
+        for proc in procs:  # the leaders still running, and anything an exited leader left behind
+            _signal_group(proc, signal.SIGKILL)
+        for proc in procs:
+            proc.wait()
         self.processes.clear()
 
     def __enter__(self) -> EmbeddedStack:

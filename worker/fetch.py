@@ -9,8 +9,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from contract.outputs import step_name
 from core.storage import S3Storage, StorageError
-from core.storage.keys import dataset_archive_key
+from core.storage.keys import base_model_prefix, checkpoint_prefix, dataset_archive_key
 from core.tables import Dataset, RegisteredModel
 from worker.context import WorkerContext
 
@@ -67,6 +68,27 @@ def _download_s3_prefix(ctx: WorkerContext, uri: str, dest: Path) -> None:
         raise InputError(f"base_model: nothing found under {uri}")
 
 
+def _cached_copy(ctx: WorkerContext, name: str, download) -> str:
+    """``download(folder)`` once into the worker's model cache under ``name``; the cached folder."""
+    final = ctx.cache_dir / "base_models" / name
+    if not (final / READY).exists():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=final.parent))
+        try:
+            download(tmp)
+            _publish_dir(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return str(final)
+
+
+def _download_stored(ctx: WorkerContext, prefix: str, what: str, dest: Path) -> None:
+    """Objects under one of the service's own prefixes (an uploaded model, a job's checkpoint)."""
+    if not ctx.storage.download_prefix(prefix, dest):
+        raise InputError(f"base_model: {what} is no longer stored")
+
+
 def _download_hub(ctx: WorkerContext, repo_id: str, revision: str | None) -> str:
     """A local snapshot of a hub repository at ``revision`` (its default branch when None), cached
     under the worker's cache. A missing repository or revision fails the job; an outage is retried."""
@@ -101,18 +123,19 @@ def fetch_base_model(ctx: WorkerContext, base_model: RegisteredModel) -> str:
         return _download_hub(ctx, str(location["repo_id"]), location.get("revision"))
     if kind == "s3":
         uri = str(location.get("uri", ""))
-        final = ctx.cache_dir / "base_models" / hashlib.sha256(uri.encode()).hexdigest()[:24]
-        if not (final / READY).exists():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=final.parent))
+
+        def download(dest: Path) -> None:
             try:
-                _download_s3_prefix(ctx, uri, tmp)
-                _publish_dir(tmp, final)
+                _download_s3_prefix(ctx, uri, dest)
             except StorageError as err:
-                shutil.rmtree(tmp, ignore_errors=True)
                 raise InputError(f"base_model: cannot download {uri}: {err}") from err
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        return str(final)
+
+        return _cached_copy(ctx, hashlib.sha256(uri.encode()).hexdigest()[:24], download)
+    if kind == "upload":
+        return _cached_copy(ctx, base_model.id, lambda dest: _download_stored(
+            ctx, base_model_prefix(base_model.id), f"the upload of {base_model.id}", dest))
+    if kind == "checkpoint":
+        job_id, step = str(location["job_id"]), int(location["step"])
+        return _cached_copy(ctx, f"{job_id}-{step_name(step)}", lambda dest: _download_stored(
+            ctx, checkpoint_prefix(job_id, step), f"checkpoint step {step} of job {job_id}", dest))
     raise InputError(f"base_model: unknown location kind {kind!r}")

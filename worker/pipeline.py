@@ -195,14 +195,35 @@ def heartbeat_interval(timeout: float) -> float:
 
 
 def run(job_id: str) -> str:
-    """Claim and run ``job_id``; returns the final status, 'skipped' when not claimable, 'requeued'
-    when the worker is shutting down, or 'lost' when another attempt took the job over."""
+    """Take a turn: claim the job fairest to run now (``jobs.claim_next``; ``job_id`` is the job whose
+    arrival sent this turn) and run it. Returns its final status, 'skipped' when no tenant may start
+    a job, 'requeued' when the worker is shutting down, or 'lost' when another attempt took it over."""
     ctx = context()
     with ctx.sessions() as session:
-        job = jobs.claim(session, job_id=job_id, worker=_worker_name())
+        job = jobs.claim_next(session, worker=_worker_name(), max_running=ctx.settings.tenant_max_running_jobs)
     if job is None:
-        log.info("job %s is not queued; nothing to do", job_id)
+        log.info("turn of %s: no queued job may start now", job_id)
         return "skipped"
+    try:
+        return _run_claimed(ctx, job)
+    finally:
+        _pass_turn(ctx, job.tenant_id)
+
+
+def _pass_turn(ctx: WorkerContext, tenant_id: str) -> None:
+    """A job of this tenant left a worker: if the tenant has jobs waiting (perhaps held back by its
+    running limit), give the queue a turn for them."""
+    try:
+        with ctx.sessions() as session:
+            waiting = jobs.waiting(session, tenant_id=tenant_id)
+        if waiting:
+            enqueue_job(ctx.producer, waiting)
+    except Exception:  # noqa: BLE001 - the reaper and later turns still cover it
+        log.exception("could not pass the turn of tenant %s", tenant_id)
+
+
+def _run_claimed(ctx: WorkerContext, job: Job) -> str:
+    job_id = job.id
     lease = Lease(ctx, job_id, job.attempts)
     heartbeat = Heartbeat(lease, interval=heartbeat_interval(lease.timeout))
     heartbeat.start()

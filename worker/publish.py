@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from contract.outputs import step_name
-from core.services import outputs
+from core.services import model_locations, outputs
 from core.storage.keys import checkpoint_prefix, sample_key
 from worker.context import WorkerContext
 from worker.lease import Lease
@@ -44,12 +44,14 @@ class Publisher:
             self.lease.write(self._prune)
 
     def _prune(self, session: Session) -> None:
-        """Remove all but the ``keep`` newest published checkpoints, storage first, then the row.
+        """Remove all but the ``keep`` newest published checkpoints (and those a registered base model
+        starts from), storage first, then the row.
 
         Decided from what is published, not from the local folder: after a resume the worker holds
         only the newest checkpoint, and the older published ones must still be kept."""
         published = outputs.checkpoint_steps(session, job_id=self.job_id)
-        for step in published[:-self.keep]:
+        pinned = model_locations.pinned_steps(session, job_id=self.job_id)  # base models start from them
+        for step in (s for s in published[:-self.keep] if s not in pinned):
             self.ctx.storage.delete_prefix(checkpoint_prefix(self.job_id, step))
             outputs.delete_checkpoint(session, job_id=self.job_id, step=step)
 

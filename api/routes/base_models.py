@@ -1,4 +1,4 @@
-"""``/v1/base-models``: register, list, get."""
+"""``/v1/base-models``: register (a location, or an uploaded archive), list, get."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 from fastapi import APIRouter
 
-from api.deps import CeleryDep, CurrentTenant, IdempotencyKey, PageDep, SessionDep
+from api.deps import CeleryDep, CurrentTenant, IdempotencyKey, PageDep, SessionDep, SettingsDep
 from api.schemas import BaseModelCreate, BaseModelOut, ListResponse
 from core.enums import BaseModelStatus
 from core.queue import enqueue_base_model_check
@@ -21,19 +21,30 @@ def create_base_model(
     session: SessionDep,
     tenant: CurrentTenant,
     celery: CeleryDep,
+    settings: SettingsDep,
     body: BaseModelCreate,
     idempotency_key: IdempotencyKey = None,
 ) -> BaseModelOut:
+    """Locations: `local` and `s3` only under what the operator allows, `hub`, or `checkpoint` (one of
+    your jobs' checkpoints). Nothing about whether a path exists is revealed here: the load check
+    (`status`) reports that."""
     model = base_models.create(
         session,
         tenant_id=tenant.id,
         name=body.name,
         family=body.family,
         location=body.location.model_dump(exclude_none=True),
+        settings=settings,
+        max_pending=settings.tenant_max_pending_checks,
         idempotency_key=idempotency_key,
         fingerprint=idempotency.request_hash(body.model_dump(mode="json")),
     )
-    if model.status == BaseModelStatus.PENDING:  # a worker loads it; jobs also mark it ready when they load it
+    return checked(celery, model)
+
+
+def checked(celery, model) -> BaseModelOut:
+    """Ask a ``checks`` worker to load a pending model (jobs also mark it ready when they load it)."""
+    if model.status == BaseModelStatus.PENDING:
         try:
             enqueue_base_model_check(celery, model.id)
         except Exception as err:  # noqa: BLE001 - registration must not depend on the broker

@@ -7,7 +7,16 @@ from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from api.deps import CurrentTenant, IdempotencyKey, PageDep, SessionDep, SettingsDep, StorageDep, refuse_nul
+from api.deps import (
+    CurrentTenant,
+    IdempotencyKey,
+    PageDep,
+    SessionDep,
+    SettingsDep,
+    SlotsDep,
+    StorageDep,
+    refuse_nul,
+)
 from api.schemas import DatasetOut, ListResponse
 from core.datasets.archive import Limits
 from core.errors import UploadRejected
@@ -16,7 +25,8 @@ from core.services import datasets
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
-def _fingerprint(stream: BinaryIO, name: str) -> str:
+def fingerprint(stream: BinaryIO, name: str) -> str:
+    """The Idempotency-Key fingerprint of an uploaded file and its name."""
     digest = hashlib.sha256(name.encode() + b"\0")
     while chunk := stream.read(1024 * 1024):
         digest.update(chunk)
@@ -30,6 +40,7 @@ def create_dataset(
     tenant: CurrentTenant,
     settings: SettingsDep,
     storage: StorageDep,
+    slots: SlotsDep,
     file: Annotated[UploadFile, File(description="A zip or tar: class folders, or images + metadata.jsonl.")],
     name: Annotated[str | None, Form(max_length=200)] = None,
     idempotency_key: IdempotencyKey = None,
@@ -41,18 +52,20 @@ def create_dataset(
         raise UploadRejected(
             f"is larger than {settings.max_upload_bytes} bytes", file=filename, too_large=True
         )
-    limits = Limits(settings.max_upload_files, settings.max_extracted_bytes, settings.max_decompression_ratio)
-    dataset = datasets.create(
-        session,
-        tenant_id=tenant.id,
-        name=name or filename,
-        stream=file.file,
-        storage=storage,
-        limits=limits,
-        workdir=settings.cache_dir / "uploads",
-        idempotency_key=idempotency_key,
-        fingerprint=_fingerprint(file.file, name or filename) if idempotency_key else "",
-    )
+    limits = Limits(settings.max_upload_files, settings.max_extracted_bytes, settings.max_decompression_ratio,
+                    settings.max_image_pixels)
+    with slots.slot():
+        dataset = datasets.create(
+            session,
+            tenant_id=tenant.id,
+            name=name or filename,
+            stream=file.file,
+            storage=storage,
+            limits=limits,
+            workdir=settings.cache_dir / "uploads",
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint(file.file, name or filename) if idempotency_key else "",
+        )
     return DatasetOut.of(dataset)
 
 

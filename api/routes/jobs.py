@@ -38,6 +38,7 @@ def create_job(
     session: SessionDep,
     tenant: CurrentTenant,
     celery: CeleryDep,
+    settings: SettingsDep,
     body: JobCreate,
     idempotency_key: IdempotencyKey = None,
 ):
@@ -53,6 +54,7 @@ def create_job(
         seed=body.seed,
         metadata=body.metadata,
         gpus=body.resources.gpus,
+        max_queued=settings.tenant_max_queued_jobs,
         idempotency_key=idempotency_key,
         fingerprint=idempotency.request_hash(body.model_dump(mode="json")),
     )
@@ -81,6 +83,7 @@ def create_forgetting_probe(
     session: SessionDep,
     tenant: CurrentTenant,
     celery: CeleryDep,
+    settings: SettingsDep,
     job_id: str,
     body: ForgettingProbeCreate,
     idempotency_key: IdempotencyKey = None,
@@ -100,6 +103,7 @@ def create_forgetting_probe(
         sample_steps=body.sample_steps,
         seed=body.seed,
         metadata=body.metadata,
+        max_queued=settings.tenant_max_queued_jobs,
         idempotency_key=idempotency_key,
         fingerprint=idempotency.request_hash({"job": job_id, **body.model_dump(mode="json")}),
     )

@@ -84,7 +84,8 @@ def _seed(settings) -> tuple[str, str]:
                 tenant_id=key.tenant_id,
                 name="bench-dit",
                 family="dit",
-                location={"kind": "local", "path": "/nonexistent/bench-dit"},
+                location={"kind": "hub", "repo_id": "bench/dit"},
+                settings=settings,
             )
             dataset = datasets.create(
                 session,

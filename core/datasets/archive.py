@@ -25,6 +25,7 @@ class Limits:
     max_files: int
     max_extracted_bytes: int
     max_ratio: float
+    max_image_pixels: int | None = None  # checked from each image's header, before it is decoded
 
 
 @dataclass

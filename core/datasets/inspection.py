@@ -42,9 +42,26 @@ def _strip_common_folder(files: list[str]) -> tuple[str, list[str]]:
     return "", files
 
 
-def _check_image(root: Path, name: str, sizes: Counter, modes: Counter) -> None:
+@dataclass
+class _ImageCheck:
+    """Decodes each image once, after refusing one whose header declares over ``max_pixels``."""
+
+    root: Path
+    max_pixels: int | None = None
+    sizes: Counter = field(default_factory=Counter)
+    modes: Counter = field(default_factory=Counter)
+
+    def __call__(self, name: str) -> None:
+        _check_image(self.root, name, self.sizes, self.modes, self.max_pixels)
+
+
+def _check_image(root: Path, name: str, sizes: Counter, modes: Counter, max_pixels: int | None) -> None:
     try:
         with Image.open(root / name) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise UploadRejected(f"is {width}x{height} = {width * height} pixels; images may have at most "
+                                     f"{max_pixels} (DIFFTUNE_MAX_IMAGE_PIXELS)", file=name)
             image.load()
             sizes[image.size] += 1
             modes[image.mode] += 1
@@ -64,21 +81,19 @@ def _size_stats(sizes: Counter, modes: Counter) -> dict[str, Any]:
     }
 
 
-def _class_folders(root: Path, files: list[str]) -> DatasetInfo:
+def _class_folders(check: _ImageCheck, files: list[str]) -> DatasetInfo:
     per_class: Counter = Counter()
-    sizes: Counter = Counter()
-    modes: Counter = Counter()
     for name in files:
         if "/" not in name:
             raise UploadRejected(
                 f"is not inside a class folder (or add a {METADATA} for captioned data)", file=name
             )
         per_class[name.split("/", 1)[0]] += 1
-        _check_image(root, name, sizes, modes)
+        check(name)
     classes = sorted(per_class)
     index = {c: i for i, c in enumerate(classes)}
     entries = [{"file_name": f, "label": index[f.split("/", 1)[0]]} for f in sorted(files)]
-    stats = {"images_per_class": dict(sorted(per_class.items())), **_size_stats(sizes, modes)}
+    stats = {"images_per_class": dict(sorted(per_class.items())), **_size_stats(check.sizes, check.modes)}
     return DatasetInfo("class_folders", entries, classes, stats)
 
 
@@ -103,9 +118,9 @@ def _metadata_line(line: str, number: int, present: set[str]) -> dict[str, Any]:
     return entry
 
 
-def _metadata(root: Path, files: list[str]) -> DatasetInfo:
+def _metadata(check: _ImageCheck, files: list[str]) -> DatasetInfo:
     present = set(files)
-    lines = (root / METADATA).read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = (check.root / METADATA).read_text(encoding="utf-8", errors="replace").splitlines()
     entries: list[dict[str, Any]] = []
     first_line: dict[str, int] = {}
     for n, line in enumerate(lines, 1):
@@ -120,24 +135,23 @@ def _metadata(root: Path, files: list[str]) -> DatasetInfo:
     conditioned = sum("conditioning_file_name" in e for e in entries)
     if 0 < conditioned < len(entries):
         raise UploadRejected("either every line or none has 'conditioning_file_name'", file=METADATA)
-    sizes: Counter = Counter()
-    modes: Counter = Counter()
     for entry in entries:
         for key in FILE_FIELDS:
             if key in entry:
-                _check_image(root, entry[key], sizes, modes)
-    stats = {"conditioning": bool(conditioned), **_size_stats(sizes, modes)}
+                check(entry[key])
+    stats = {"conditioning": bool(conditioned), **_size_stats(check.sizes, check.modes)}
     return DatasetInfo("metadata", entries, None, stats)
 
 
-def inspect(root: Path, files: list[str]) -> DatasetInfo:
+def inspect(root: Path, files: list[str], *, max_pixels: int | None = None) -> DatasetInfo:
     """Validate the files extracted under ``root``; ``UploadRejected`` names the first bad one.
     A metadata.jsonl lists each image once, so it never names more examples than the archive's
-    (counted and limited) files."""
+    (counted and limited) files; no image over ``max_pixels`` is decoded."""
     if not files:
         raise UploadRejected("the archive contains no files")
     prefix, names = _strip_common_folder(sorted(files))
     base = root / prefix if prefix else root
-    info = _metadata(base, names) if METADATA in names else _class_folders(base, names)
+    check = _ImageCheck(base, max_pixels)
+    info = _metadata(check, names) if METADATA in names else _class_folders(check, names)
     info.stats["root"] = prefix
     return info

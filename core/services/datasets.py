@@ -43,7 +43,7 @@ def _store(
     with tempfile.TemporaryDirectory(prefix="upload-", dir=workdir) as tmp:
         root = Path(tmp) / "files"
         files = archive.extract(stream, root, limits)
-        info = inspection.inspect(root, files)
+        info = inspection.inspect(root, files, max_pixels=limits.max_image_pixels)
         out = Path(tmp) / "data.tar"
         pack.write_tar(root / info.stats["root"], info, out)
         storage.put_file(dataset_archive_key(dataset_id), out, content_type="application/x-tar")

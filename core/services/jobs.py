@@ -10,18 +10,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from contract.families import family_of_api_name
 from core.enums import BaseModelStatus, JobStatus
-from core.errors import ConflictError, InvalidError
+from core.errors import ConflictError, InvalidError, QuotaExceeded
 from core.hyperparameters import job_hyperparameters
 from core.ids import new_id
 from core.services import idempotency, job_events
 from core.services.common import owned, referenced
 from core.services.pagination import Page, paginate
-from core.tables import Dataset, Job, RegisteredModel, utcnow
+from core.tables import Dataset, Job, RegisteredModel, Tenant, utcnow
 
 SCOPE = "jobs"
 ON_WORKER = JobStatus.on_worker()
@@ -55,10 +55,12 @@ def create(
     seed: int | None = None,
     metadata: dict[str, str] | None = None,
     gpus: int = 1,
+    max_queued: int | None = None,
     idempotency_key: str | None = None,
     fingerprint: str = "",
 ) -> Job:
-    """Validate and commit a ``queued`` job (the caller enqueues it afterwards).
+    """Validate and commit a ``queued`` job (the caller enqueues it afterwards); a tenant with
+    ``max_queued`` jobs already waiting gets ``QuotaExceeded``.
 
     Everything the worker would reject is a 422 here (``core.hyperparameters.job_hyperparameters``);
     the stored hyperparameters are the complete TrainConfig the worker runs.
@@ -89,12 +91,25 @@ def create(
         resources={"gpus": gpus},
         total_steps=config["max_steps"],
     )
-    return insert(session, job, request)
+    return insert(session, job, request, max_queued=max_queued)
 
 
-def insert(session: Session, job: Job, request: idempotency.Request) -> Job:
+def check_queued_quota(session: Session, *, tenant_id: str, max_queued: int | None) -> None:
+    """``QuotaExceeded`` when the tenant already has ``max_queued`` jobs waiting."""
+    if max_queued is None:
+        return
+    queued = session.scalar(select(func.count()).select_from(Job)
+                            .where(Job.tenant_id == tenant_id, Job.status == JobStatus.QUEUED))
+    if queued >= max_queued:
+        raise QuotaExceeded(f"this tenant already has {queued} queued jobs (the limit is {max_queued}); "
+                            "wait for some to start or cancel some", retry_after=60)
+
+
+def insert(session: Session, job: Job, request: idempotency.Request, *, max_queued: int | None = None) -> Job:
     """Commit a new ``queued`` job with its first event and idempotency record (a concurrent
-    request with the same key wins: its job is returned instead)."""
+    request with the same key wins: its job is returned instead); ``QuotaExceeded`` when the
+    tenant already has ``max_queued`` jobs waiting."""
+    check_queued_quota(session, tenant_id=job.tenant_id, max_queued=max_queued)
     session.add(job)
     session.flush()
     job_events.add(session, job_id=job.id, type="status", message="job queued")
@@ -156,6 +171,51 @@ def claim(session: Session, *, job_id: str, worker: str) -> Job | None:
     session.execute(update(Job).where(Job.id == job_id, Job.started_at.is_(None)).values(started_at=now))
     session.commit()
     return session.get(Job, job_id, populate_existing=True)
+
+
+def _on_worker(tenant_id: str | None = None):
+    """Jobs on workers per tenant: ``(tenant_id, n)`` rows, or the count of one tenant."""
+    if tenant_id is not None:
+        return select(func.count()).select_from(Job).where(Job.tenant_id == tenant_id, Job.status.in_(ON_WORKER))
+    return select(Job.tenant_id, func.count().label("n")).where(Job.status.in_(ON_WORKER)).group_by(Job.tenant_id)
+
+
+def next_in_line(session: Session, *, max_running: int, limit: int = 20) -> list[str]:
+    """Queued jobs in the order workers should take them: tenants with the fewest jobs on workers
+    first (so one tenant's backlog cannot starve another's), each tenant's oldest first; tenants at
+    ``max_running`` wait."""
+    running = _on_worker().subquery()
+    on_workers = func.coalesce(running.c.n, 0)
+    stmt = (select(Job.id).outerjoin(running, running.c.tenant_id == Job.tenant_id)
+            .where(Job.status == JobStatus.QUEUED, on_workers < max_running)
+            .order_by(on_workers, Job.id).limit(limit))
+    return list(session.scalars(stmt))
+
+
+def claim_next(session: Session, *, worker: str, max_running: int) -> Job | None:
+    """Claim the job that is fairest to run now (``next_in_line``); None when no tenant may run one.
+
+    A queue message is a turn, not a particular job: whichever job a message's turn claims, every
+    queued job still has one message waiting, and workers send another when a job ends and its
+    tenant has jobs waiting (``waiting``). The tenant's row is locked while its running jobs are
+    counted, so concurrent workers do not overshoot ``max_running``."""
+    for job_id in next_in_line(session, max_running=max_running):
+        tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == job_id))
+        session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+        if session.scalar(_on_worker(tenant_id)) >= max_running:
+            session.rollback()
+            continue
+        job = claim(session, job_id=job_id, worker=worker)
+        if job is not None:
+            return job
+    session.rollback()
+    return None
+
+
+def waiting(session: Session, *, tenant_id: str) -> str | None:
+    """The oldest queued job of a tenant, if any (a job of it ended: give the queue a turn for it)."""
+    return session.scalar(select(Job.id).where(Job.tenant_id == tenant_id, Job.status == JobStatus.QUEUED)
+                          .order_by(Job.id).limit(1))
 
 
 def hold(session: Session, *, job_id: str, attempt: int, **values: Any) -> str | None:

@@ -48,6 +48,7 @@ def create_forgetting_probe(
     sample_steps: int = 25,
     seed: int = 0,
     metadata: dict[str, str] | None = None,
+    max_queued: int | None = None,
     idempotency_key: str | None = None,
     fingerprint: str = "",
 ) -> Job:
@@ -88,4 +89,4 @@ def create_forgetting_probe(
         resources={"gpus": 1},
         total_steps=DIRECTIONS * len(guidance) * points,
     )
-    return jobs.insert(session, job, request)
+    return jobs.insert(session, job, request, max_queued=max_queued)

@@ -18,6 +18,7 @@ def make_storage(settings: Settings) -> Storage:
             bucket=location.bucket,
             prefix=location.prefix,
             endpoint_url=settings.s3_endpoint,
+            public_endpoint_url=settings.s3_public_endpoint,
             access_key=settings.s3_access_key,
             secret_key=settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
             region=settings.s3_region,

@@ -43,3 +43,8 @@ def report_key(job_id: str, name: str) -> str:
 def report_prefix(job_id: str) -> str:
     """Every report file of a job."""
     return f"jobs/{job_id}/reports/"
+
+
+def base_model_prefix(base_model_id: str) -> str:
+    """Where an uploaded base model's files live: ``base_models/{id}/``."""
+    return f"base_models/{base_model_id}/"

@@ -9,6 +9,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
@@ -19,10 +20,22 @@ CHUNK = 1024 * 1024
 TMP_PREFIX = ".tmp-"
 
 
+def _mkstemp_in(folder: Path) -> tuple[int, str]:
+    """A temporary file in ``folder``, created with its parents; retried once when a concurrent
+    ``delete_prefix`` removes the (then empty) folder between the two steps."""
+    for attempt in range(2):
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            return tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
+        except FileNotFoundError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _copy_atomic(stream: BinaryIO, target: Path) -> None:
     """Write ``stream`` to a temporary file next to ``target``, then rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)
+    fd, tmp = _mkstemp_in(target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(stream, out, CHUNK)
@@ -54,20 +67,55 @@ class LocalStorage(Storage):
         with open(source, "rb") as stream:
             _copy_atomic(stream, Path(path))
 
+    def _scan(self, prefix: str, folders: list[Path] | None = None) -> Iterator[str]:
+        """Keys under ``prefix``, walking only the deepest folder the prefix names (unsorted).
+
+        ``jobs/j1/checkpoints/step_00`` walks ``jobs/j1/checkpoints`` and, there, only the entries
+        whose names start with ``step_00``; temporary files of writes in progress are skipped. The
+        folders walked below that one are appended to ``folders`` when given.
+        """
+        folder, slash, start = prefix.rpartition("/")
+        if slash and any(part in ("", ".", "..") for part in folder.split("/")):
+            return  # no key lives there (keys pass check_key)
+        todo = [(self.root / folder if folder else self.root, f"{folder}/" if folder else "", start)]
+        while todo:
+            path, key_prefix, name_start = todo.pop()
+            try:
+                entries = os.scandir(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with entries:
+                for entry in entries:
+                    if not entry.name.startswith(name_start):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append((Path(entry.path), f"{key_prefix}{entry.name}/", ""))
+                        if folders is not None:
+                            folders.append(Path(entry.path))
+                    elif entry.is_file() and not entry.name.startswith(TMP_PREFIX):
+                        yield key_prefix + entry.name
+
     def list(self, prefix: str = "") -> list[str]:
-        if not self.root.exists():
-            return []
-        keys = (
-            p.relative_to(self.root).as_posix()
-            for p in self.root.rglob("*")
-            if p.is_file() and not p.name.startswith(TMP_PREFIX)
-        )
-        return sorted(k for k in keys if k.startswith(prefix))
+        return sorted(self._scan(prefix))
 
     def delete_prefix(self, prefix: str) -> int:
-        keys = self.list(prefix)
+        """Delete every key under ``prefix``, then every folder under it and above the deleted keys
+        that is left empty (the root stays)."""
+        walked: list[Path] = []
+        keys = sorted(self._scan(prefix, walked))
+        folders = set(walked)
         for key in keys:
-            self.path_of(key).unlink(missing_ok=True)
+            path = self.path_of(key)
+            path.unlink(missing_ok=True)
+            folders.add(path.parent)
+        for folder in list(folders):
+            folders.update(p for p in folder.parents if self.root in p.parents)
+        folders.discard(self.root)
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty (other keys, a write in progress) or already gone
         return len(keys)
 
     def url_for(self, key: str, *, expires_in: int = 3600) -> str:

@@ -1,5 +1,8 @@
 """S3-compatible storage through boto3: streaming multipart uploads and presigned GET URLs.
 
+Presigned URLs name ``public_endpoint_url`` when given (the address clients use), while every read
+and write goes to ``endpoint_url``.
+
 A multipart upload is invisible until ``CompleteMultipartUpload`` (boto3 aborts it on failure), so an
 object under its final key is always complete.
 """
@@ -30,20 +33,21 @@ class S3Storage(Storage):
         bucket: str,
         prefix: str = "",
         endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
         access_key: str | None = None,
         secret_key: str | None = None,
         region: str = "us-east-1",
     ):
         self.bucket = bucket
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=region,
-            config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"}),
-        )
+        credentials = dict(aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region,
+                           config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"}))
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, **credentials)
+        # The host is part of a presigned URL's signature, so links for clients that reach the store
+        # under another name (compose: containers use http://minio:9000, the host localhost:9000) are
+        # signed by a client of that endpoint. Presigning is local: this client never connects.
+        self.presigner = (boto3.client("s3", endpoint_url=public_endpoint_url, **credentials)
+                          if public_endpoint_url and public_endpoint_url != endpoint_url else self.client)
 
     def _full(self, key: str) -> str:
         return self.prefix + check_key(key)
@@ -90,7 +94,7 @@ class S3Storage(Storage):
         return len(keys)
 
     def url_for(self, key: str, *, expires_in: int = 3600) -> str:
-        return self.client.generate_presigned_url(
+        return self.presigner.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._full(key)}, ExpiresIn=expires_in
         )
 

@@ -170,3 +170,41 @@ def test_idempotent_upload(upload, archives, db, storage):
     assert len(storage.list("datasets/")) == 2
     other = upload(archives.zip(archives.class_folders(classes=3)), headers={"Idempotency-Key": "u1"})
     assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width``x``height`` but whose pixel data is a few bytes: decoding it
+    would allocate width*height*3 bytes before finding out."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_an_image_over_the_pixel_bound_is_refused_from_its_header(upload, archives, db, storage):
+    """The issue's image bomb: a tiny file declaring 12000x12000 is refused before it is decoded."""
+    files = {**archives.class_folders(), "class_1/bomb.png": _png_header_only(12000, 12000)}
+    response = upload(archives.zip(files))
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["errors"][0]["file"] == "class_1/bomb.png"
+    assert "12000x12000 = 144000000 pixels" in body["detail"] and "DIFFTUNE_MAX_IMAGE_PIXELS" in body["detail"]
+    assert storage.list("datasets/") == []
+
+
+def test_validations_at_once_are_bounded(client, auth, archives, app):
+    """With every validation slot taken, the next upload waits, then gets 503 with Retry-After."""
+    from api.uploads import ValidationSlots
+
+    app.state.validation_slots = slots = ValidationSlots(1, wait=0.2)
+    with slots.slot():
+        response = client.post("/v1/datasets", headers=auth,
+                               files={"file": ("d.zip", archives.zip(archives.class_folders()))})
+    assert response.status_code == 503 and response.headers["Retry-After"] == "10"
+    assert "being validated" in response.json()["detail"]
+    ok = client.post("/v1/datasets", headers=auth, files={"file": ("d.zip", archives.zip(archives.class_folders()))})
+    assert ok.status_code == 201

@@ -23,6 +23,7 @@ def embedded(tmp_path, capsys):
         storage_url=f"file://{tmp_path}/store",
         public_url="http://testserver",
         cache_dir=tmp_path / "cache",
+        model_roots=["/m"],
         bootstrap_tenant="local",
     )
     with TestClient(create_app(settings)) as client:

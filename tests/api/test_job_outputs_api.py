@@ -24,14 +24,14 @@ def run_to_success(db, job_id: str) -> None:
     jobs.claim(db, job_id=job_id, worker="w1")
     for step in (5, 10):
         jobs.update_progress(
-            db, job_id=job_id, step=step, eta_seconds=30, metrics={"loss": 1 / step}, message=f"step {step}"
+            db, job_id=job_id, attempt=1, step=step, eta_seconds=30, metrics={"loss": 1 / step}, message=f"step {step}"
         )
-    jobs.mark_succeeded(db, job_id=job_id)
+    jobs.mark_succeeded(db, job_id=job_id, attempt=1)
 
 
 def test_progress_is_visible_on_the_job(client, auth, job, db):
     jobs.claim(db, job_id=job["id"], worker="w1")
-    jobs.update_progress(db, job_id=job["id"], step=5, eta_seconds=30, metrics={"loss": 0.2})
+    jobs.update_progress(db, job_id=job["id"], attempt=1, step=5, eta_seconds=30, metrics={"loss": 0.2})
     body = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
     assert body["status"] == "running" and body["metrics"] == {"loss": 0.2} and body["attempts"] == 1
     assert body["progress"]["step"] == 5 and 25 < body["progress"]["eta_seconds"] <= 30
@@ -47,7 +47,7 @@ def test_events_are_paginated_oldest_first(client, auth, job, db):
     assert [e["message"] for e in rest["data"]] == ["step 5", "step 10", "job succeeded"] and not rest[
         "has_more"
     ]
-    assert rest["data"][0]["data"] == {"step": 5, "loss": 0.2}
+    assert rest["data"][0]["data"] == {"step": 5, "attempt": 1, "loss": 0.2}
     bad = client.get(f"/v1/jobs/{job['id']}/events", headers=auth, params={"after": "nope"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "after"
 

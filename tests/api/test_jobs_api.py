@@ -120,7 +120,7 @@ def test_cancel_flow(client, auth, job_body, db):
     assert client.post(f"/v1/jobs/{running}/cancel", headers=auth).json()["status"] == "cancelling"  # still stopping
     done = client.post("/v1/jobs", headers=auth, json=job_body).json()["id"]
     jobs.claim(db, job_id=done, worker="w")
-    jobs.mark_succeeded(db, job_id=done)
+    jobs.mark_succeeded(db, job_id=done, attempt=1)
     response = client.post(f"/v1/jobs/{done}/cancel", headers=auth)
     assert response.status_code == 409 and "succeeded" in response.json()["detail"]
     assert client.get(f"/v1/jobs/{done}", headers=auth).json()["status"] == "succeeded"

@@ -18,9 +18,10 @@ def tenant(db):
 
 
 @pytest.fixture
-def job(db, tenant):
+def job(db, tenant, settings):
     model = base_models.create(
-        db, tenant_id=tenant.id, name="dit", family="dit", location={"kind": "local", "path": "/m"}
+        db, tenant_id=tenant.id, name="dit", family="dit", location={"kind": "local", "path": "/m"},
+        settings=settings,
     )
     dataset = Dataset(
         id="ds_1",

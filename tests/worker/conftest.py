@@ -73,9 +73,9 @@ def worker_env(settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    """A real ``celery worker`` process (solo pool) on the gpu queue."""
-    cmd = [sys.executable, "-m", "celery", "--app", "worker.app:app", "worker", "--pool=solo", "--queues", "gpu",
+def start_worker(env: dict[str, str], log: Path, queues: str = "gpu,checks") -> subprocess.Popen:
+    """A real ``celery worker`` process (solo pool) on ``queues``."""
+    cmd = [sys.executable, "-m", "celery", "--app", "worker.app:app", "worker", "--pool=solo", "--queues", queues,
            "--concurrency", "1", "--prefetch-multiplier", "1", "--loglevel", "INFO", "--without-gossip",
            "--without-mingle", "--without-heartbeat"]
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
+from pathlib import Path
 
 import pytest
 
+from core.storage.keys import base_model_prefix, checkpoint_prefix
 from core.tables import RegisteredModel
 
 
@@ -13,9 +17,12 @@ def test_registration_enqueues_a_check(client, auth, redis_client, tiny_base_dir
     body = {"name": "tiny", "family": "dit", "location": {"kind": "local", "path": str(tiny_base_dir)}}
     model = client.post("/v1/base-models", headers=auth, json=body).json()
     assert model["status"] == "pending"
-    messages = [json.loads(m) for m in redis_client.lrange("gpu", 0, -1)]
-    tasks = [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages]
-    assert ("worker.tasks.check_base_model", repr([model["id"]])) in tasks
+    def tasks(queue: str) -> list[tuple[str, str]]:
+        messages = [json.loads(m) for m in redis_client.lrange(queue, 0, -1)]
+        return [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages]
+
+    assert ("worker.tasks.check_base_model", repr([model["id"]])) in tasks("checks")
+    assert tasks("gpu") == []  # checks never wait behind training
 
 
 @pytest.fixture
@@ -84,3 +91,41 @@ def test_hub_locations_are_fetched_at_their_revision(offline_hub, worker_ctx, re
     else:
         with pytest.raises(InputError, match="base_model: org/tiny@v2 is not in the worker's hub cache"):
             fetch_base_model(worker_ctx, model)
+
+
+def _zip_folder(folder: Path, top: str = "") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, top + path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def test_a_base_model_uploads_as_an_archive(client, auth, storage, tiny_base_dir, check_base_model):
+    response = client.post("/v1/base-models/upload", headers=auth, data={"name": "tiny", "family": "dit"},
+                           files={"file": ("tiny.zip", _zip_folder(tiny_base_dir, top="tiny-dit/"))})
+    assert response.status_code == 201, response.text
+    model = response.json()
+    stored = storage.list(base_model_prefix(model["id"]))
+    assert model["status"] == "pending" and model["location"] == {"kind": "upload", "files": len(stored)}
+    assert base_model_prefix(model["id"]) + "model_index.json" in stored  # the wrapping folder is dropped
+    assert check_base_model(model["id"]) == "ready"  # a worker fetches it from the service's store
+
+
+def test_a_checkpoint_reference_loads_from_the_jobs_published_files(client, auth, db, storage, tiny_base_dir,
+                                                                    check_base_model, make_job):
+    """A base model named by ``{"kind": "checkpoint"}`` is fetched from the job's published checkpoint."""
+    from core.services import jobs, outputs
+
+    job = make_job()
+    for path in tiny_base_dir.rglob("*"):
+        if path.is_file():
+            storage.put_file(checkpoint_prefix(job["id"], 3) + path.relative_to(tiny_base_dir).as_posix(), path)
+    jobs.claim(db, job_id=job["id"], worker="w")
+    outputs.create_checkpoint(db, job_id=job["id"], step=3)
+    db.commit()
+    model = client.post("/v1/base-models", headers=auth, json={
+        "name": "chained", "family": "dit", "location": {"kind": "checkpoint", "job_id": job["id"]}}).json()
+    assert model["location"] == {"kind": "checkpoint", "job_id": job["id"], "step": 3}
+    assert check_base_model(model["id"]) == "ready"

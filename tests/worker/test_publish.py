@@ -95,3 +95,19 @@ def test_an_attempt_that_lost_its_lease_publishes_nothing(make_job, worker_ctx, 
     assert worker_ctx.storage.list(checkpoint_prefix(job, 50)) == []
     assert worker_ctx.storage.list(f"jobs/{job}/samples/") == []
     assert outputs.list_samples(db, job_id=job).data == []
+
+
+def test_a_checkpoint_a_base_model_starts_from_is_never_pruned(make_job, worker_ctx, db, client, auth, tmp_path):
+    from worker.publish import Publisher
+
+    job = make_job()["id"]
+    publish = Publisher(worker_ctx, claimed(worker_ctx, db, job), keep=1)
+    publish("checkpoint", 2, local_checkpoint(tmp_path, 2))
+    chained = client.post("/v1/base-models", headers=auth, json={
+        "name": "from step 2", "family": "dit", "location": {"kind": "checkpoint", "job_id": job, "step": 2}})
+    assert chained.status_code == 201, chained.text
+    for step in (4, 6):
+        publish("checkpoint", step, local_checkpoint(tmp_path, step))
+    db.expire_all()
+    assert outputs.checkpoint_steps(db, job_id=job) == [2, 6]  # step 4 pruned, step 2 pinned
+    assert worker_ctx.storage.list(checkpoint_prefix(job, 2)) != []
