@@ -90,6 +90,7 @@ class EmbeddedStack:
     log_dir: Path | None = None
     processes: list[subprocess.Popen] = field(default_factory=list)
     grace: float = 30.0  # seconds the children get to exit after SIGTERM before SIGKILL
+    worker_queues: tuple[str, ...] = ("gpu,checks",)  # one worker process per entry (one machine: one worker)
 
     def __post_init__(self):
         self.home = Path(self.home).resolve()
@@ -121,9 +122,8 @@ class EmbeddedStack:
             return self
         self._spawn("api", ["-m", "uvicorn", "--factory", "api.main:app", "--host", "127.0.0.1",
                             "--port", str(self.port), "--log-level", "warning"])
-        self._spawn("worker", ["-m", "celery", "--app", "worker.app:app", "worker", "--pool=solo", "--queues",
-                               "gpu,checks", "--concurrency", "1", "--loglevel", "INFO", "--without-gossip",
-                               "--without-mingle", "--without-heartbeat"])
+        for queues in self.worker_queues:
+            self.spawn_worker(queues)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.stop_signal is not None:
@@ -144,10 +144,23 @@ class EmbeddedStack:
         except httpx.HTTPError:
             return False
 
+    @staticmethod
+    def worker_name(queues: str) -> str:
+        """The log name of the worker on ``queues`` (``worker`` for the default one)."""
+        return "worker" if queues == "gpu,checks" else f"worker-{queues.replace(',', '-')}"
+
+    def spawn_worker(self, queues: str) -> subprocess.Popen:
+        """Start a Celery worker (solo pool) on ``queues``; it logs to ``worker*.log``."""
+        self._spawn(self.worker_name(queues), ["-m", "celery", "--app", "worker.app:app", "worker", "--pool=solo",
+                                               "--queues", queues, "--hostname", f"{self.worker_name(queues)}@%h",
+                                               "--concurrency", "1", "--loglevel", "INFO", "--without-gossip",
+                                               "--without-mingle", "--without-heartbeat"])
+        return self.processes[-1]
+
     def _worker_ready(self) -> bool:
         """Celery logs ``celery@host ready.`` once it consumes from the queue."""
-        log = self.log_dir / "worker.log"
-        return log.exists() and " ready." in log.read_text(errors="replace")[-20000:]
+        logs = [self.log_dir / f"{self.worker_name(q)}.log" for q in self.worker_queues]
+        return all(log.exists() and " ready." in log.read_text(errors="replace")[-20000:] for log in logs)
 
     def running(self) -> bool:
         """Whether every child is still running (checked without reaping them)."""

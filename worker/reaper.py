@@ -39,12 +39,17 @@ def _loop(interval: float) -> None:
             log.exception("stale-job reaper failed; retrying")
 
 
+def reaper_interval(timeout: float) -> float:
+    """Seconds between looks for stale jobs: a dead worker's job waits at most timeout + this."""
+    return max(1.0, timeout / 4)
+
+
 def start_reaper() -> None:
-    """Start the reaper thread (every heartbeat_timeout / 4 seconds)."""
+    """Start the reaper thread (every ``reaper_interval`` seconds)."""
     global _thread
     if _thread and _thread.is_alive():
         return
-    interval = max(1.0, context().settings.heartbeat_timeout / 4)
+    interval = reaper_interval(context().settings.heartbeat_timeout)
     _stop.clear()
     _thread = threading.Thread(target=_loop, args=(interval,), name="difftune-reaper", daemon=True)
     _thread.start()

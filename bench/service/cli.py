@@ -1,4 +1,4 @@
-"""Service benchmarks on loopback: ``python -m bench.service [latency|upload|all]``.
+"""Service benchmarks on loopback: ``python -m bench.service [latency|upload|all|abuse]``.
 
 The command line: start the service once, run the chosen measurements against it, print one JSON object
 per measurement on stdout. See :mod:`bench.service` for what is measured and how.
@@ -17,7 +17,8 @@ from bench.service.upload import measure_upload
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.service", description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", nargs="?", choices=("latency", "upload", "all"), default="all")
+    parser.add_argument("which", nargs="?", choices=("latency", "upload", "all", "abuse"), default="all",
+                        help="abuse: a hostile tenant and a flaky cluster on the embedded stack (bench.service.abuse)")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second (default 200)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first (default 2)")
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN, help="database to CREATE DATABASE from")
     parser.add_argument("--broker-url", default=DEFAULT_BROKER, help="Celery broker of the API")
     args = parser.parse_args(argv)
+    if args.which == "abuse":
+        from bench.service.abuse import measure_abuse
+
+        print(json.dumps(measure_abuse()), flush=True)
+        return 0
     upload_bytes = int(args.upload_mb * MIB) if args.which in ("upload", "all") else 0
     with service(
         pg_admin_url=args.pg_admin_url, broker_url=args.broker_url, upload_bytes=upload_bytes

@@ -66,7 +66,8 @@ def _check_image(root: Path, name: str, sizes: Counter, modes: Counter, max_pixe
             sizes[image.size] += 1
             modes[image.mode] += 1
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise UploadRejected(f"not a readable image ({err})", file=name) from None
+        reason = str(err).replace(str(root / name), name).replace(str(root), "")  # no server paths
+        raise UploadRejected(f"not a readable image ({reason})", file=name) from None
 
 
 def _size_stats(sizes: Counter, modes: Counter) -> dict[str, Any]:

@@ -182,13 +182,17 @@ def _on_worker(tenant_id: str | None = None):
 
 def next_in_line(session: Session, *, max_running: int, limit: int = 20) -> list[str]:
     """Queued jobs in the order workers should take them: tenants with the fewest jobs on workers
-    first (so one tenant's backlog cannot starve another's), each tenant's oldest first; tenants at
-    ``max_running`` wait."""
+    first, then the tenant served longest ago (never-served tenants first), each tenant's oldest job
+    first; tenants at ``max_running`` wait. So one tenant's backlog cannot starve another's, even
+    with one worker that is always free when both wait."""
     running = _on_worker().subquery()
+    served = select(Job.tenant_id, func.max(Job.started_at).label("at")).group_by(Job.tenant_id).subquery()
     on_workers = func.coalesce(running.c.n, 0)
-    stmt = (select(Job.id).outerjoin(running, running.c.tenant_id == Job.tenant_id)
+    stmt = (select(Job.id)
+            .outerjoin(running, running.c.tenant_id == Job.tenant_id)
+            .outerjoin(served, served.c.tenant_id == Job.tenant_id)
             .where(Job.status == JobStatus.QUEUED, on_workers < max_running)
-            .order_by(on_workers, Job.id).limit(limit))
+            .order_by(on_workers, served.c.at.asc().nulls_first(), Job.id).limit(limit))
     return list(session.scalars(stmt))
 
 

@@ -129,7 +129,7 @@ class LocalStorage(Storage):
 
     def verify(self, key: str, expires: int, signature: str) -> bool:
         """Whether a download link is authentic and not yet expired."""
-        return expires >= time.time() and hmac.compare_digest(self.sign(key, expires), signature)
+        return expires >= time.time() and hmac.compare_digest(self.sign(key, expires).encode(), signature.encode())
 
     def check(self) -> None:
         try:

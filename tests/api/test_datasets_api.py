@@ -105,13 +105,14 @@ def test_captioned_tar_with_conditioning(upload, archives):
          "repeated-metadata-line"],
 )
 def test_rejected_upload_names_the_file_and_leaves_nothing(
-    upload, archives, db, storage, build, status, file
+    upload, archives, db, storage, settings, build, status, file
 ):
     response = upload(build(archives))
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
     assert body["errors"][0]["file"] == file and file in body["detail"]
+    assert str(settings.cache_dir) not in response.text and "/tmp" not in response.text  # no server paths
     nothing_left(db, storage)
 
 

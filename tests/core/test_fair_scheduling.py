@@ -39,6 +39,19 @@ def test_a_backlog_does_not_starve_another_tenant(db, submit):
     assert order == [flood[0], victim[0], flood[1]]  # the victim's job goes second, not sixth
 
 
+def test_one_worker_alternates_between_tenants_with_backlogs(db, submit):
+    """The worker is free whenever both wait (nobody has a job running): the tenant served longest
+    ago goes first, so a backlog of five does not make the victim wait for all five."""
+    flood = submit("flood", 5)
+    victim = submit("victim", 2)
+    ran = []
+    for _ in range(4):
+        job = jobs.claim_next(db, worker="w", max_running=10)
+        ran.append(job.id)
+        jobs.mark_succeeded(db, job_id=job.id, attempt=job.attempts)
+    assert ran == [flood[0], victim[0], flood[1], victim[1]]
+
+
 def test_a_tenant_at_its_running_limit_waits_while_others_run(db, submit):
     flood = submit("flood", 4)
     assert [jobs.claim_next(db, worker="w", max_running=2).id for _ in range(2)] == flood[:2]

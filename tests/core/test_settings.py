@@ -28,6 +28,9 @@ def test_reads_prefixed_environment(monkeypatch):
         ("DIFFTUNE_S3_ENDPOINT", "minio:9000"),
         ("DIFFTUNE_MAX_UPLOAD_BYTES", "-1"),
         ("DIFFTUNE_MAX_DECOMPRESSION_RATIO", "lots"),
+        ("DIFFTUNE_MODEL_ROOTS", "relative/models"),
+        ("DIFFTUNE_MODEL_S3_PREFIXES", "file:///models"),
+        ("DIFFTUNE_RATE_LIMIT", "lots per second"),
     ],
 )
 def test_bad_value_names_the_variable(monkeypatch, variable, value):
@@ -39,3 +42,23 @@ def test_bad_value_names_the_variable(monkeypatch, variable, value):
 def test_file_storage_url_resolves_a_directory(tmp_path):
     location = parse_storage_url(f"file://{tmp_path}/store")
     assert location.scheme == "file" and location.path == Path(tmp_path) / "store"
+
+
+def test_model_locations_read_as_lists(monkeypatch):
+    monkeypatch.setenv("DIFFTUNE_MODEL_ROOTS", "/srv/models, /data/models")
+    monkeypatch.setenv("DIFFTUNE_MODEL_S3_PREFIXES", '["s3://shared/models"]')
+    settings = load_settings()
+    assert settings.model_roots == [Path("/srv/models"), Path("/data/models")]
+    assert settings.model_s3_prefixes == ["s3://shared/models"]
+    assert load_settings(model_roots=[]).model_roots == []  # none by default: local locations are refused
+
+
+def test_a_dead_workers_job_is_requeued_within_about_a_minute_by_default():
+    """Worst case with the defaults: the last beat just before death, the timeout, then one reaper
+    interval; the worker beats several times per timeout so one slow beat does not lose the job."""
+    from worker.pipeline import heartbeat_interval
+    from worker.reaper import reaper_interval
+
+    timeout = load_settings().heartbeat_timeout
+    assert timeout + reaper_interval(timeout) <= 60
+    assert heartbeat_interval(timeout) <= timeout / 4

@@ -15,6 +15,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from core.queue import CHECKS_QUEUE, GPU_QUEUE
 from core.settings import ENV_PREFIX, Settings, load_settings
 from tests.core.test_import_rules import OURS, imported_packages
 
@@ -42,7 +43,7 @@ def dockerfile(service: str) -> Path:
 
 
 def test_stack_has_every_service_with_health_checks():
-    assert set(SERVICES) == {"postgres", "redis", "minio", "createbucket", "api", "worker"}
+    assert set(SERVICES) == {"postgres", "redis", "minio", "createbucket", "api", "worker", "checker"}
     for name in ("postgres", "redis", "minio", "api"):
         assert SERVICES[name]["healthcheck"]["test"], name
     assert SERVICES["api"]["depends_on"] == {
@@ -54,9 +55,13 @@ def test_stack_has_every_service_with_health_checks():
     assert named == set(COMPOSE["volumes"])
 
 
-def test_worker_reserves_nvidia_gpus():
+def test_worker_reserves_nvidia_gpus_and_the_checker_serves_checks_on_cpu():
     devices = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert "deploy" not in SERVICES["checker"] and SERVICES["checker"]["build"] == SERVICES["worker"]["build"]
+    assert environment("checker")["WORKER_QUEUES"] == CHECKS_QUEUE
+    script = (ROOT / "docker/worker-entrypoint.sh").read_text()
+    assert f'QUEUES="${{WORKER_QUEUES:-{GPU_QUEUE}}}"' in script and "--pool solo" in script
 
 
 @pytest.mark.parametrize("service", ["api", "worker"])
@@ -102,7 +107,7 @@ def test_api_runs_migrations_before_serving():
     assert script.index("python -m migrations") < script.index("uvicorn --factory api.main:app")
 
 
-@pytest.mark.parametrize("service", ["api", "worker"])
+@pytest.mark.parametrize("service", ["api", "worker", "checker"])
 def test_env_vars_are_settings_and_validate(monkeypatch, service):
     env = environment(service)
     fields = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
