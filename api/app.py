@@ -12,12 +12,12 @@ from api import openapi, problems
 from api.auth_cache import TenantCache
 from api.gate import Gate
 from api.rate_limit import RateLimiter
-from api.rate_limit import storage_url as rate_limit_storage
 from api.routes import api_keys as key_routes
 from api.routes import base_models, datasets, files, health, jobs, model_uploads
 from api.uploads import ContentLengthLimit, ValidationSlots
 from core.db import make_engine, make_sessionmaker
 from core.queue import make_celery
+from core.revocations import Revocations, shared_state_url
 from core.services import api_keys
 from core.settings import Settings
 from core.storage import make_storage
@@ -64,6 +64,7 @@ def create_app(settings: Settings, *, poll_seconds: float = 1.0) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.state.poll_seconds = poll_seconds
     app.state.tenant_cache = TenantCache(ttl=settings.auth_cache_seconds)
+    app.state.revocations = Revocations(shared_state_url(settings))
     app.state.validation_slots = ValidationSlots(settings.max_concurrent_validations)
     problems.install(app)
     openapi.install(app)
@@ -76,7 +77,7 @@ def create_app(settings: Settings, *, poll_seconds: float = 1.0) -> FastAPI:
                                                    base_models.router.prefix: json_limit,
                                                    jobs.router.prefix: json_limit,
                                                    key_routes.router.prefix: json_limit})
-    app.add_middleware(Gate, limiter=RateLimiter(settings.rate_limit, rate_limit_storage(settings)))
+    app.add_middleware(Gate, limiter=RateLimiter(settings.rate_limit, shared_state_url(settings)))
     app.include_router(datasets.router, max_body_size=upload_limit)
     app.include_router(model_uploads.router, max_body_size=model_limit)
     for module in (base_models, jobs, key_routes, files):  # JSON bodies: bounded while they stream in (413)

@@ -1,7 +1,6 @@
 """A short-lived cache of API key → tenant, sparing one database query per request.
 
-Off by default (``DIFFTUNE_AUTH_CACHE_SECONDS=0``); when an operator turns it on, a key revoked by
-another process stops working within ``ttl`` seconds. Unknown keys are never cached.
+A revocation anywhere clears it at once (``core.revocations``); unknown keys are never cached.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ class TenantCache:
 
     def __init__(self, ttl: float = 5.0, max_entries: int = 10_000):
         self.ttl, self.max_entries = ttl, max_entries
+        self.epoch: int | None = None  # the revocation counter the entries were cached under
         self._entries: dict[str, tuple[float, Tenant]] = {}
         self._lock = threading.Lock()
 
@@ -37,6 +37,13 @@ class TenantCache:
             self._entries[secret] = (time.monotonic() + self.ttl, tenant)
 
     def clear(self) -> None:
-        """Forget every entry (a key was revoked through this process)."""
+        """Forget every entry (a key was revoked)."""
         with self._lock:
             self._entries.clear()
+
+    def sync(self, epoch: int | None) -> bool:
+        """Drop every entry when the revocation counter moved; False when it is unknown (no caching)."""
+        if epoch != self.epoch:
+            self.clear()
+            self.epoch = epoch
+        return epoch is not None

@@ -11,6 +11,7 @@ import logging
 
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth_cache import TenantCache
@@ -41,43 +42,50 @@ class Gate:
 
     @staticmethod
     def _authenticate(state, secret: str) -> Tenant | None:
-        """The key's tenant, from the app's short-lived cache or the database."""
+        """The key's tenant, from the app's short-lived cache (trusted only while the revocation
+        counter has not moved) or the database."""
         cache: TenantCache = state.tenant_cache
-        tenant = cache.get(secret)
+        cached = cache.sync(state.revocations.epoch())
+        tenant = cache.get(secret) if cached else None
         if tenant is None:
             with state.sessionmaker() as session:
                 tenant = api_keys.authenticate(session, secret=secret)
-                if tenant is not None:
+                if tenant is not None and cached:
                     session.expunge(tenant)
                     cache.put(secret, tenant)
         return tenant
+
+    def _admit(self, state, secret: str, path: str) -> tuple[Tenant | None, Response | None]:
+        """(tenant, None) for a request that may go on, else (None, the problem to answer); one hop
+        to the thread pool for both the key and the rate."""
+        try:
+            tenant = self._authenticate(state, secret)
+        except DBAPIError as err:
+            log.warning("database unavailable while authenticating: %s", type(err).__name__)
+            return None, problem(503, "the database is unavailable; retry shortly", headers={"Retry-After": "5"},
+                                 instance=path)
+        if tenant is None:
+            return None, problem(401, "unknown or revoked API key", title="Unauthorized",
+                                 headers={"WWW-Authenticate": "Bearer"}, instance=path)
+        wait = self.limiter.retry_after(api_keys.hash_key(secret))
+        if wait is not None:
+            return None, problem(429, f"this API key is over its rate limit ({self.limiter.describe()}); "
+                                 f"retry in {wait} s", title="Too many requests",
+                                 headers={"Retry-After": str(wait)}, instance=path)
+        return tenant, None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or not path.startswith(GUARDED) or path.startswith(OPEN):
             await self.app(scope, receive, send)
             return
-        response = None
         secret = bearer_secret(scope)
         if secret is None:
-            response = problem(401, "send an API key as 'Authorization: Bearer <key>'", title="Unauthorized",
-                               headers={"WWW-Authenticate": "Bearer"}, instance=path)
+            tenant, response = None, problem(401, "send an API key as 'Authorization: Bearer <key>'",
+                                             title="Unauthorized", headers={"WWW-Authenticate": "Bearer"},
+                                             instance=path)
         else:
-            try:
-                tenant = await run_in_threadpool(self._authenticate, scope["app"].state, secret)
-            except DBAPIError as err:
-                log.warning("database unavailable while authenticating: %s", type(err).__name__)
-                tenant, response = None, problem(503, "the database is unavailable; retry shortly",
-                                                 headers={"Retry-After": "5"}, instance=path)
-            if response is None and tenant is None:
-                response = problem(401, "unknown or revoked API key", title="Unauthorized",
-                                   headers={"WWW-Authenticate": "Bearer"}, instance=path)
-            if response is None:
-                wait = await run_in_threadpool(self.limiter.retry_after, api_keys.hash_key(secret))
-                if wait is not None:
-                    response = problem(429, f"this API key is over its rate limit ({self.limiter.describe()}); "
-                                       f"retry in {wait} s", title="Too many requests",
-                                       headers={"Retry-After": str(wait)}, instance=path)
+            tenant, response = await run_in_threadpool(self._admit, scope["app"].state, secret, path)
         if response is not None:
             await response(scope, receive, send)
             return

@@ -11,19 +11,8 @@ from limits import parse_many
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-from core.settings import Settings
-
 log = logging.getLogger(__name__)
 NAMESPACE = "difftune-rate"
-
-
-def storage_url(settings: Settings) -> str:
-    """Where the counters live: the configured URL, else the broker's Redis, else this process."""
-    if settings.rate_limit_storage_url:
-        return settings.rate_limit_storage_url
-    if settings.broker_url.startswith(("redis://", "rediss://")):
-        return settings.broker_url
-    return "memory://"
 
 
 class RateLimiter:

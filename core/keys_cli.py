@@ -6,19 +6,23 @@ import typer
 
 from core.db import make_engine, make_sessionmaker
 from core.errors import ServiceError
+from core.revocations import Revocations, shared_state_url
 from core.services import api_keys
 from core.settings import SettingsError, load_settings
 
 keys_app = typer.Typer(help="Manage API keys (the database must be migrated: python -m migrations).")
 
 
-def _sessionmaker():
+def _settings():
     try:
-        settings = load_settings()
+        return load_settings()
     except SettingsError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
-    return make_sessionmaker(make_engine(settings.database_url))
+
+
+def _sessionmaker():
+    return make_sessionmaker(make_engine(_settings().database_url))
 
 
 @keys_app.command("create")
@@ -51,4 +55,5 @@ def revoke(key: str = typer.Argument(..., help="The key's id (key_…) or its pr
         except ServiceError as err:
             typer.echo(f"error: {err.detail}", err=True)
             raise typer.Exit(1) from None
+    Revocations(shared_state_url(_settings())).announce()  # running API processes drop their key caches
     typer.echo(f"revoked key {revoked.id} ({revoked.prefix}…) at {revoked.revoked_at:%Y-%m-%d %H:%M:%S} UTC")

@@ -120,9 +120,9 @@ class Settings(BaseSettings):
     public_url: str = Field("http://127.0.0.1:8000", description="Base URL that local download links use.")
     download_url_ttl: int = Field(3600, gt=0, description="Seconds a download link stays valid.")
     auth_cache_seconds: float = Field(
-        0.0, ge=0, description="Seconds an API process caches a key→tenant lookup. 0 (the default): every request "
-        "asks the database, so a revoked key stops working at once; above 0, a key revoked elsewhere (the CLI, "
-        "another API process) works at most this long."
+        5.0, ge=0, description="Seconds an API process caches a key→tenant lookup (spares a database query per "
+        "request). A revocation clears every process's cache at once through Redis; without Redis keys are "
+        "not cached."
     )
 
     # --- jobs -----------------------------------------------------------------------------------

@@ -26,5 +26,6 @@ def create_key(session: SessionDep, tenant: CurrentTenant, body: ApiKeyCreate) -
 @router.delete("/{key_id}", status_code=204, summary="Revoke one of the tenant's API keys, at once")
 def revoke_key(request: Request, session: SessionDep, tenant: CurrentTenant, key_id: str) -> Response:
     api_keys.revoke(session, key=key_id, tenant_id=tenant.id)
-    request.app.state.tenant_cache.clear()  # this process forgets it now; see auth_cache_seconds for others
+    request.app.state.revocations.announce()  # every API process drops its key cache
+    request.app.state.tenant_cache.clear()
     return Response(status_code=204)

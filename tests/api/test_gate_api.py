@@ -76,11 +76,13 @@ def test_another_tenants_key_cannot_be_revoked(client, auth, other_auth):
 
 
 def test_keys_revoke_cli_refuses_the_key_in_a_running_api(client, auth, db, settings):
-    """`difftune keys revoke` is a separate process: the API, which does not cache keys by default,
-    refuses the key on the next request."""
+    """`difftune keys revoke` is a separate process: the API has the key cached, and still refuses it
+    on the next request (the revocation is announced through Redis)."""
     key = api_keys.list_of(db, tenant_id=api_keys.authenticate(db, secret=auth["Authorization"][7:]).id)[0]
     assert client.get("/v1/jobs", headers=auth).status_code == 200
-    env = {"DIFFTUNE_DATABASE_URL": settings.database_url, "PATH": "/usr/bin:/bin"}
+    assert client.app.state.tenant_cache.get(auth["Authorization"][7:]) is not None  # cached
+    env = {"DIFFTUNE_DATABASE_URL": settings.database_url, "DIFFTUNE_BROKER_URL": settings.broker_url,
+           "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-m", "cli.main", "keys", "revoke", key.prefix], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -89,3 +91,15 @@ def test_keys_revoke_cli_refuses_the_key_in_a_running_api(client, auth, db, sett
     again = subprocess.run([sys.executable, "-m", "cli.main", "keys", "revoke", "key_nope"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "no API key with id 'key_nope'" in again.stderr
+
+
+def test_without_redis_keys_are_not_cached(settings, db, auth):
+    """No way to tell other API processes of a revocation: every request asks the database."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    app = create_app(settings.model_copy(update={"rate_limit_storage_url": "memory://"}))
+    with TestClient(app) as client:
+        assert client.get("/v1/jobs", headers=auth).status_code == 200
+        assert app.state.tenant_cache.get(auth["Authorization"][7:]) is None
