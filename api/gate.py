@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.auth_cache import TenantCache
 from api.problems import problem
 from api.rate_limit import RateLimiter
+from api.uploads import WITH_BODY
 from core.services import api_keys
 from core.tables import Tenant
 
@@ -87,6 +88,8 @@ class Gate:
         else:
             tenant, response = await run_in_threadpool(self._admit, scope["app"].state, secret, path)
         if response is not None:
+            if scope["method"] in WITH_BODY:  # stop here: the server does not read the rest of the body
+                response.headers["Connection"] = "close"
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["tenant"] = tenant

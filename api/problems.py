@@ -60,6 +60,8 @@ def problem(
     if errors:
         body["errors"] = errors
     body.update(extra)
+    if status == 413:  # the rest of a too-large body is not read: the connection ends with the answer
+        headers = {**(headers or {}), "Connection": "close"}
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
