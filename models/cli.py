@@ -259,6 +259,19 @@ def tiny_sd_cmd(
     console.print(f"wrote {out}")
 
 
+@tiny_app.command("sd3")
+def tiny_sd3_cmd(
+    out: Annotated[Path, typer.Argument(help="Folder to write the pipeline to.")],
+    resolution: int = 16,
+    seed: int = 0,
+) -> None:
+    """Write a tiny random Stable Diffusion 3 pipeline (CLIP-L, CLIP-G, T5, MMDiT), diffusers format."""
+    from models.tiny import build_tiny_sd3_pipeline
+
+    build_tiny_sd3_pipeline(out, seed=seed, resolution=resolution)
+    console.print(f"wrote {out}")
+
+
 def entry_threads(threads: int) -> None:
     """Entry-point settings of the long-running analyses: Agg plots, a fixed number of torch threads."""
     import matplotlib

@@ -129,3 +129,74 @@ def build_tiny_sd_pipeline(path: str | Path, *, seed: int = 0, resolution: int =
     else:
         StableDiffusionPipeline(**parts).save_pretrained(path, safe_serialization=True)
     return path
+
+
+#################################################################################
+#                        Stable Diffusion 3 (flow matching)                     #
+#################################################################################
+
+
+def tiny_clip_with_projection(projection_dim: int = 32, hidden: int = 32, max_length: int = 16):
+    """A 2-layer CLIP text encoder with a text projection (SD3's CLIP-L and CLIP-G, in miniature)."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    return CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=190, hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=max_length, projection_dim=projection_dim, bos_token_id=188, eos_token_id=189,
+        pad_token_id=189))
+
+
+def tiny_t5_tokenizer(max_length: int = 16):
+    """A character-level T5 tokenizer built offline with the ``tokenizers`` library (Unigram over
+    printable ASCII, SentencePiece-style word starts, T5's special tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import T5TokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    pieces = [(tok, 0.0) for tok in specials] + [(chr(c), -1.0) for c in range(33, 127)] + [("\u2581", -1.0)]
+    core = Tokenizer(models.Unigram(pieces, unk_id=2))
+    core.pre_tokenizer = pre_tokenizers.Metaspace()
+    core.decoder = decoders.Metaspace()
+    return T5TokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                           model_max_length=max_length, extra_ids=0)
+
+
+def tiny_t5_encoder(vocab_size: int = 98, d_model: int = 64):
+    """A 2-layer T5 encoder whose width is the MMDiT's joint attention dimension."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=64, num_layers=2,
+                                   num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+
+
+def tiny_sd3_transformer(sample_size: int = 8, joint_attention_dim: int = 64, pooled_projection_dim: int = 64):
+    """A 2-block MMDiT on (4, sample_size, sample_size) latents."""
+    from diffusers import SD3Transformer2DModel
+
+    return SD3Transformer2DModel(sample_size=sample_size, patch_size=2, in_channels=4, out_channels=4,
+                                 num_layers=2, attention_head_dim=8, num_attention_heads=2,
+                                 joint_attention_dim=joint_attention_dim, caption_projection_dim=16,
+                                 pooled_projection_dim=pooled_projection_dim, pos_embed_max_size=16)
+
+
+def build_tiny_sd3_pipeline(path: str | Path, *, seed: int = 0, resolution: int = 16) -> Path:
+    """Random tiny SD3 pipeline folder (``StableDiffusion3Pipeline.from_pretrained`` loads it): two
+    CLIP encoders with projections, a T5 encoder, an MMDiT, a VAE with SD3's shift factor and the
+    flow-matching Euler scheduler."""
+    import tempfile
+
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer, tokenizer_2 = tiny_tokenizer(Path(tmp) / "1"), tiny_tokenizer(Path(tmp) / "2")
+    vae = tiny_vae()
+    vae.register_to_config(shift_factor=0.0, scaling_factor=1.0)
+    pipe = StableDiffusion3Pipeline(
+        transformer=tiny_sd3_transformer(sample_size=resolution // 2), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae, text_encoder=tiny_clip_with_projection(), tokenizer=tokenizer,
+        text_encoder_2=tiny_clip_with_projection(), tokenizer_2=tokenizer_2, text_encoder_3=tiny_t5_encoder(),
+        tokenizer_3=tiny_t5_tokenizer())
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
