@@ -20,7 +20,8 @@ from bench.service_demo import zip_folder
 from worker.embedded import EmbeddedStack
 
 
-def _make_dataset(root: Path, classes: int = 2, per_class: int = 8) -> Path:
+def make_dataset(root: Path, classes: int = 2, per_class: int = 8) -> Path:
+    """Class folders of random 16 px PNGs under ``root``."""
     import numpy as np
     from PIL import Image
 
@@ -41,7 +42,7 @@ def time_to_first_step(work: Path, *, bank_size: int = 64, timeout: float = 300)
     from models.tiny import build_tiny_dit_pipeline
 
     base = build_tiny_dit_pipeline(work / "base", resolution=16, id2label={0: "a", 1: "b"})
-    data = zip_folder(_make_dataset(work / "data"))
+    data = zip_folder(make_dataset(work / "data"))
     started = time.perf_counter()
     with EmbeddedStack(work / "service") as stack:
         stack_ready = time.perf_counter() - started

@@ -250,10 +250,9 @@ def _finish(ctx: WorkerContext, job: Job, lease: Lease, outcome: dict) -> str:
     step = outcome.get("step")
     with ctx.sessions() as session:
         if outcome["stopped"] and lease.status != JobStatus.CANCELLING and shutdown_requested():
-            if jobs.release(session, job_id=job.id, attempt=lease.attempt,
-                            reason=f"worker shutting down; job requeued after a checkpoint at step {step}"):
-                enqueue_job(ctx.producer, job.id)
-            return "requeued"
+            jobs.release(session, job_id=job.id, attempt=lease.attempt,
+                         reason=f"worker shutting down; job requeued after a checkpoint at step {step}")
+            return "requeued"  # run() passes the turn on for it
         if outcome["stopped"]:
             jobs.mark_cancelled(session, job_id=job.id, attempt=lease.attempt, step=step)
             return JobStatus.CANCELLED

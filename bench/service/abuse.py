@@ -24,12 +24,13 @@ import threading
 import time
 import zipfile
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.job_start import _make_dataset
+from bench.job_start import make_dataset
 from bench.service.procfs import _status_kib, machine
 from bench.service_demo import zip_folder
 from worker.embedded import EmbeddedStack
@@ -223,7 +224,8 @@ def measure_requeue(stack: EmbeddedStack, base: Path, data: bytes) -> dict[str, 
                                             "hyperparameters": {**TINY_JOB, "max_steps": 3000}}).json()
         _claimed_at(client, job["id"], 300)
         time.sleep(3)
-        gpu = next(p for p in stack.processes if p.args[-12:].count("gpu") and p.poll() is None)
+        gpu = next(p for p in stack.processes if p.poll() is None and "--queues" in p.args
+                   and p.args[p.args.index("--queues") + 1] == "gpu")
         os.killpg(gpu.pid, signal.SIGKILL)
         gpu.wait()
         killed = time.time()
@@ -232,8 +234,6 @@ def measure_requeue(stack: EmbeddedStack, base: Path, data: bytes) -> dict[str, 
         claimed = _claimed_at(client, job["id"], 300, after_message="worker lost; job requeued")
         events = _get(client, f"/v1/jobs/{job['id']}/events", limit=100)["data"]
         requeued = next(e["created_at"] for e in events if e["message"] == "worker lost; job requeued")
-        from datetime import datetime
-
         client.post(f"/v1/jobs/{job['id']}/cancel")
         return {"heartbeat_timeout_s": int(stack.env.get("DIFFTUNE_HEARTBEAT_TIMEOUT", 45)),
                 "seconds_to_requeue": round(datetime.fromisoformat(requeued).timestamp() - killed, 2),
@@ -249,7 +249,7 @@ def measure_abuse(work: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="difftune-abuse-") as tmp:
         work = Path(work or tmp)
         base = build_tiny_dit_pipeline(work / "base", resolution=16, id2label={0: "a", 1: "b"})
-        data = zip_folder(_make_dataset(work / "data", per_class=4))
+        data = zip_folder(make_dataset(work / "data", per_class=4))
         with EmbeddedStack(work / "service", worker_queues=("gpu", "checks")) as stack:
             api_pid = stack.processes[0].pid
             return {"measurement": "abuse", "machine": machine(),

@@ -16,7 +16,6 @@ import pytest
 from worker.embedded import EmbeddedStack, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 
 
 def _stat(pid: int) -> tuple[str, int] | None:

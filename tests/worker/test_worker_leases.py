@@ -24,6 +24,11 @@ def _events(client, auth, job_id) -> list[dict]:
         after = page["data"][-1]["id"]
 
 
+def _row(db, job_id: str):
+    """A callable that reads the job's row afresh."""
+    return lambda: db.get(Job, job_id, populate_existing=True)
+
+
 def _stop(*processes) -> None:
     for process in processes:
         if process.poll() is None:
@@ -41,9 +46,7 @@ def test_a_paused_worker_writes_nothing_after_another_took_its_job(make_job, set
     first_log, second_log = tmp_path / "paused.log", tmp_path / "second.log"
     first = start_worker(env, first_log)
     second = None
-
-    def row() -> Job:
-        return db.get(Job, job_id, populate_existing=True)
+    row = _row(db, job_id)
 
     try:
         wait_for(lambda: row().step >= 25, 180, "the first worker to train", first_log)
@@ -81,9 +84,7 @@ def test_sigterm_checkpoints_at_the_next_step_and_requeues(make_job, settings, c
     first_log, second_log = tmp_path / "terminated.log", tmp_path / "second.log"
     first = start_worker(env, first_log)
     second = None
-
-    def row() -> Job:
-        return db.get(Job, job_id, populate_existing=True)
+    row = _row(db, job_id)
 
     try:
         wait_for(lambda: row().step >= 1, 180, "the worker to train", first_log)  # progress is written every 5 s
