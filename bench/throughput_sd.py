@@ -15,6 +15,7 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 
 from models.bank import KnowledgeBank
 from models.latents import LatentSet
+from models.prompts import PromptTable
 from models.tiny import sd_scheduler, tiny_text_encoder, tiny_tokenizer, tiny_unet, tiny_vae
 
 SD_MODELS = ("SD-1.5", "SD-tiny", "SD-1.5+ControlNet", "SD-tiny+ControlNet")
@@ -52,7 +53,7 @@ def synthetic_sd_family(model: str, resolution: int, device: str, n: int = 256):
     else:
         family = SDFamily(**parts)
     prompts = 64
-    family.text_table = torch.randn(prompts, TEXT_LENGTH, dim)  # (P, L, D)
+    family.text_table = PromptTable({"embeds": torch.randn(prompts, TEXT_LENGTH, dim)})  # (P, L, D)
     family.bank_offset = 1
     text = torch.randint(1, prompts, (n,))
     labels, bank_cond = text, torch.randint(0, prompts - 1, (n,))

@@ -37,6 +37,7 @@ class FamilySpec:
     implementation: str  # "module:Class" of its models.families.Family subclass
     pipeline: str  # the diffusers pipeline class its checkpoints are saved as (model_index.json)
     description: str
+    flow_matching: bool = False  # trains on continuous σ with a velocity target (else DDPM timesteps)
 
     @property
     def text_conditioned(self) -> bool:
@@ -55,6 +56,9 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
     FamilySpec("controlnet", "sd-controlnet", DatasetLayout.METADATA, Conditioning.TEXT_AND_CONTROL,
                "models.families.controlnet:ControlNetFamily", "StableDiffusionControlNetPipeline",
                "a ControlNet trained on a Stable Diffusion base"),
+    FamilySpec("sd3", "sd3", DatasetLayout.METADATA, Conditioning.TEXT, "models.families.sd3:SD3Family",
+               "StableDiffusion3Pipeline", "text-to-image Stable Diffusion 3 / 3.5 MMDiT (flow matching)",
+               flow_matching=True),
 )}
 
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)

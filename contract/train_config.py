@@ -42,7 +42,9 @@ class BankConfig(_Strict):
     """How the knowledge bank is sampled from the pre-trained model before tuning."""
 
     size: int = Field(4096, ge=1, le=MAX_BANK_SIZE, description="Number of images generated from the base model.")
-    sampler: Literal["ddim", "ddpm"] = Field("ddim", description="Sampler used to generate the bank.")
+    sampler: Literal["ddim", "ddpm"] = Field(
+        "ddim", description="Sampler used to generate the bank (DDPM families; flow-matching families use their "
+        "flow-matching Euler scheduler).")
     num_inference_steps: int = Field(50, ge=1, le=1000, description="Denoising steps per bank image.")
     guidance_scale: float = Field(
         1.5, ge=1.0, description="Classifier-free guidance for bank samples (1.5 is DiT's FID setting)."
@@ -87,12 +89,29 @@ class TrainConfig(_Strict):
         None, max_length=MAX_BANK_SIZE, description="Prompts the sd/controlnet bank is sampled with; defaults to the dataset's captions."
     )
     bank: BankConfig = Field(default_factory=BankConfig)
-    loss_weighting: Literal["none", "p2", "min_snr"] = Field(
-        "none", description="Per-sample loss weighting baseline applied on top of the method."
+    loss_weighting: Literal["none", "p2", "min_snr", "sigma_sqrt", "cosmap"] = Field(
+        "none", description="Per-sample loss weighting baseline applied on top of the method: p2, min_snr "
+        "(DDPM families) or the SD3 paper's sigma_sqrt, cosmap (flow-matching families)."
     )
     p2_gamma: float = Field(1.0, ge=0.0, description="P2 weighting exponent gamma.")
     p2_k: float = Field(1.0, gt=0.0, description="P2 weighting offset k.")
     min_snr_gamma: float = Field(5.0, gt=0.0, description="Min-SNR clamp gamma.")
+    sigma_density: Literal["native", "uniform", "logit_normal", "mode"] = Field(
+        "native", description="Flow-matching families: the σ density standard training draws from (`native`: "
+        "the family's own, SD3's shifted logit-normal, Flux's resolution-shifted logit-normal); Diff-Tuning "
+        "reweights it by σ^s (target) and (1−σ)^s' (bank)."
+    )
+    logit_mean: float = Field(0.0, ge=-10.0, le=10.0, description="Mean of the logit-normal σ density.")
+    logit_std: float = Field(1.0, gt=0.0, le=10.0, description="Std of the logit-normal σ density.")
+    mode_scale: float = Field(1.29, ge=-1.0, le=1.8, description="Scale of the SD3 paper's `mode` σ density.")
+    max_sequence_length: int | None = Field(
+        None, ge=1, le=512, description="T5 tokens per prompt (sd3, flux); defaults to the pipeline's (256 for SD3, "
+        "512 for Flux.1-dev). The cached prompt table grows with it."
+    )
+    distilled_guidance: float = Field(
+        3.5, ge=0.0, le=100.0, description="Flux.1-dev's guidance-embedding value in training, the bank and "
+        "samples (guidance-distilled: Flux uses no classifier-free guidance, so the guidance scales are unused)."
+    )
     peft: Literal["full", "difffit", "lora"] = Field("full", description="Train all weights, DiffFit or LoRA.")
     lora_rank: int = Field(4, ge=1, le=1024, description="LoRA rank r.")
     lora_alpha: float | None = Field(None, gt=0.0, description="LoRA alpha; defaults to the rank (scale 1).")
@@ -169,6 +188,13 @@ class TrainConfig(_Strict):
         if self.bank_label == "source" and text:
             raise ValueError(f"bank_label: 'source' is for class-conditional families; {self.family} uses "
                              "'null' or 'prompt'")
+        flow = family(self.family).flow_matching
+        if self.loss_weighting in (("p2", "min_snr") if flow else ("sigma_sqrt", "cosmap")):
+            kind = "flow-matching" if flow else "DDPM"
+            raise ValueError(f"loss_weighting: {self.loss_weighting!r} does not apply to {self.family}, a {kind} "
+                             f"family (use {'none, sigma_sqrt or cosmap' if flow else 'none, p2 or min_snr'})")
+        if self.sigma_density != "native" and not flow:
+            raise ValueError(f"sigma_density: only flow-matching families draw σ; {self.family} uses DDPM timesteps")
         if self.uses_bank and self.batch_size < 2:
             raise ValueError("batch_size: Diff-Tuning with a knowledge bank needs at least 2 rows per batch "
                              "(one target, one bank)")

@@ -272,6 +272,32 @@ def tiny_sd3_cmd(
     console.print(f"wrote {out}")
 
 
+@tiny_app.command("sdxl")
+def tiny_sdxl_cmd(
+    out: Annotated[Path, typer.Argument(help="Folder to write the pipeline to.")],
+    resolution: int = 16,
+    seed: int = 0,
+) -> None:
+    """Write a tiny random Stable Diffusion XL pipeline (two CLIP encoders, text-time UNet), diffusers format."""
+    from models.tiny import build_tiny_sdxl_pipeline
+
+    build_tiny_sdxl_pipeline(out, seed=seed, resolution=resolution)
+    console.print(f"wrote {out}")
+
+
+@tiny_app.command("flux")
+def tiny_flux_cmd(
+    out: Annotated[Path, typer.Argument(help="Folder to write the pipeline to.")],
+    resolution: int = 16,
+    seed: int = 0,
+) -> None:
+    """Write a tiny random Flux pipeline (CLIP, T5, guidance-distilled Flux transformer), diffusers format."""
+    from models.tiny import build_tiny_flux_pipeline
+
+    build_tiny_flux_pipeline(out, seed=seed, resolution=resolution)
+    console.print(f"wrote {out}")
+
+
 def entry_threads(threads: int) -> None:
     """Entry-point settings of the long-running analyses: Agg plots, a fixed number of torch threads."""
     import matplotlib

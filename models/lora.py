@@ -2,8 +2,8 @@
 
 Only the low-rank A/B matrices train. On export the pipeline folder gets plain weights: the base
 weights, or with ``lora_merge`` the merged ΔW = (α/r)·B·A added in; the adapter itself is always
-written to ``CKPT/lora/pytorch_lora_weights.safetensors``. For SD that file loads with
-``StableDiffusionPipeline.load_lora_weights(CKPT/"lora")`` onto the base model; for DiT and
+written to ``CKPT/lora/pytorch_lora_weights.safetensors``. For SD, SDXL, SD3 and Flux that file loads
+with the pipeline's ``load_lora_weights(CKPT/"lora")`` onto the base model; for DiT and
 ControlNet (whose pipelines have no LoRA loader) :func:`load_lora` attaches it to a module.
 """
 
@@ -79,10 +79,11 @@ def save_lora(model: nn.Module, checkpoint: Path, prefix: str, pipeline_class=No
     folder = Path(checkpoint) / LORA_DIR
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    if prefix == "unet" and pipeline_class is not None:
+    if pipeline_class is not None and hasattr(pipeline_class, "save_lora_weights"):
         from diffusers.utils import convert_state_dict_to_diffusers
 
-        pipeline_class.save_lora_weights(folder, unet_lora_layers=convert_state_dict_to_diffusers(state))
+        layers = convert_state_dict_to_diffusers(state) if prefix == "unet" else state
+        pipeline_class.save_lora_weights(folder, **{f"{prefix}_lora_layers": layers})
     else:
         save_file({f"{prefix}.{k}": v for k, v in state.items()}, str(folder / WEIGHTS))
     cfg = model.peft_config["default"]

@@ -55,7 +55,7 @@ def denoise(
         if stop_at is not None and step < stop_at:
             break
         fn = predict(step) if per_step else predict
-        t_batch = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)  # (N,)
+        t_batch = t.to(x.device).expand(x.shape[0])  # (N,): integer DDPM steps or flow-matching σ·1000
         out = fn(x, t_batch)
         kwargs = {"generator": generator} if isinstance(scheduler, DDPMScheduler | DDIMScheduler) else {}
         x = scheduler.step(out, t, x, **kwargs).prev_sample

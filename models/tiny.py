@@ -200,3 +200,104 @@ def build_tiny_sd3_pipeline(path: str | Path, *, seed: int = 0, resolution: int 
         tokenizer_3=tiny_t5_tokenizer())
     pipe.save_pretrained(path, safe_serialization=True)
     return path
+
+
+#################################################################################
+#                                Stable Diffusion XL                            #
+#################################################################################
+
+
+def tiny_sdxl_unet(sample_size: int = 8, cross_attention_dim: int = 64, pooled_dim: int = 32,
+                   time_embed_dim: int = 8):
+    """A 2-level UNet2DConditionModel with SDXL's ``text_time`` added conditioning (pooled text
+    embedding + six size/crop ids)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(sample_size=sample_size, block_out_channels=(32, 64), layers_per_block=1,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                                cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=32,
+                                use_linear_projection=True, addition_embed_type="text_time",
+                                addition_time_embed_dim=time_embed_dim,
+                                projection_class_embeddings_input_dim=6 * time_embed_dim + pooled_dim)
+
+
+def sdxl_scheduler():
+    """SDXL's sampler: Euler over scaled-linear betas 0.00085..0.012, ε-prediction, leading spacing."""
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                                  beta_end=0.012, prediction_type="epsilon", timestep_spacing="leading",
+                                  steps_offset=1)
+
+
+def build_tiny_sdxl_pipeline(path: str | Path, *, seed: int = 0, resolution: int = 16) -> Path:
+    """Random tiny SDXL pipeline folder (``StableDiffusionXLPipeline.from_pretrained`` loads it): a CLIP
+    encoder and a CLIP encoder with projection (hidden 32 each, so cross-attention 64), a UNet with
+    ``text_time`` conditioning and SDXL's Euler scheduler."""
+    import tempfile
+
+    from diffusers import StableDiffusionXLPipeline
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer, tokenizer_2 = tiny_tokenizer(Path(tmp) / "1"), tiny_tokenizer(Path(tmp) / "2")
+    text_encoder, text_encoder_2 = tiny_text_encoder(hidden=32), tiny_clip_with_projection(projection_dim=32)
+    unet = tiny_sdxl_unet(sample_size=resolution // 2,
+                          cross_attention_dim=text_encoder.config.hidden_size + text_encoder_2.config.hidden_size,
+                          pooled_dim=text_encoder_2.config.projection_dim)
+    pipe = StableDiffusionXLPipeline(vae=tiny_vae(), text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet,
+                                     scheduler=sdxl_scheduler(), force_zeros_for_empty_prompt=True,
+                                     add_watermarker=False)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+#################################################################################
+#                                 Flux (flow matching)                          #
+#################################################################################
+
+
+def tiny_flux_transformer(joint_attention_dim: int = 64, pooled_projection_dim: int = 32):
+    """A Flux transformer of one double- and one single-stream block on 2×2-packed 4-channel latents."""
+    from diffusers import FluxTransformer2DModel
+
+    return FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                  attention_head_dim=8, num_attention_heads=2,
+                                  joint_attention_dim=joint_attention_dim, pooled_projection_dim=pooled_projection_dim,
+                                  guidance_embeds=True, axes_dims_rope=(2, 2, 4))
+
+
+def flux_scheduler():
+    """Flux.1-dev's sampler: flow-matching Euler with resolution-dependent (dynamic) shift."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
+                                           base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+                                           max_image_seq_len=4096)
+
+
+def build_tiny_flux_pipeline(path: str | Path, *, seed: int = 0, resolution: int = 16) -> Path:
+    """Random tiny Flux pipeline folder (``FluxPipeline.from_pretrained`` loads it): a CLIP encoder
+    (pooled, hidden 32), a T5 encoder (d_model 64), a guidance-distilled Flux transformer, a VAE with
+    shift/scaling factors and Flux.1-dev's scheduler. ``resolution`` is unused by the (size-free)
+    transformer and kept for a uniform builder signature."""
+    import tempfile
+
+    from diffusers import FluxPipeline
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = tiny_tokenizer(tmp)
+    text_encoder, text_encoder_2 = tiny_text_encoder(hidden=32), tiny_t5_encoder()
+    vae = tiny_vae()
+    vae.register_to_config(shift_factor=0.0, scaling_factor=1.0)
+    transformer = tiny_flux_transformer(joint_attention_dim=text_encoder_2.config.d_model,
+                                        pooled_projection_dim=text_encoder.config.hidden_size)
+    pipe = FluxPipeline(scheduler=flux_scheduler(), vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                        text_encoder_2=text_encoder_2, tokenizer_2=tiny_t5_tokenizer(), transformer=transformer)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path

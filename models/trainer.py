@@ -1,7 +1,8 @@
 """One Trainer for every family: the Diff-Tuning batch, optimisation, EMA, checkpoints, resume, DDP.
 
-A step draws target rows (t ∝ (t+1)^s, labels with the CFG drop) and knowledge-bank rows
-(t ∝ (T−t)^s', the bank condition), runs one forward pass over both, and minimises
+A step draws target rows (noise levels towards high noise: t ∝ (t+1)^s, or σ ∝ q(σ)·σ^s for
+flow matching; labels with the CFG drop) and knowledge-bank rows (towards low noise, the bank
+condition) from the family's ``NoiseProcess`` (``models/noise.py``), runs one forward pass over both, and minimises
 mean(target) + w·mean(bank). All randomness comes from one CPU generator per rank whose state is
 checkpointed, so a resumed run continues bit-for-bit on CPU.
 """
@@ -26,15 +27,7 @@ from contract.outputs import step_name
 from contract.train_config import TrainConfig, dump_config
 from models import checkpoints as ckpt
 from models.bank import KnowledgeBank
-from models.difftune import (
-    bank_timestep_probs,
-    combine_losses,
-    loss_weights,
-    per_sample_mse,
-    sample_timesteps,
-    split_batch,
-    target_timestep_probs,
-)
+from models.difftune import combine_losses, per_sample_mse, split_batch
 from models.distributed import DistInfo, any_rank, barrier, mean_across_ranks
 from models.ema import EMA
 from models.families.base import Family
@@ -163,10 +156,7 @@ class Trainer:
             params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.weight_decay, fused=self.device.startswith("cuda"))
 
-        power = config.target_power if config.method == "difftune" else 0.0
-        self.target_probs = target_timestep_probs(family.num_timesteps, power)
-        self.bank_probs = bank_timestep_probs(family.num_timesteps, config.effective_bank_power)
-        self.alphas_cumprod = family.noise_scheduler.alphas_cumprod
+        self.process = family.noise_process(config)
         self.rng = torch.Generator().manual_seed(config.seed * 1000 + self.dist.rank)
         self.target_order = EpochSampler(len(target), config.seed, self.dist)
         self.bank_order = EpochSampler(len(bank), config.seed + 1, self.dist) if self.split.bank else None
@@ -183,18 +173,18 @@ class Trainer:
 
     # --- one step -----------------------------------------------------------------------------------
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """(clean latents, timesteps, conditions) for one step: target rows first, then bank rows."""
+        """(clean latents, noise levels, conditions) for one step: target rows first, then bank rows."""
         fam, cfg, split = self.family, self.config, self.split
         index = self.target_order.next(split.target)
         latents = self.target.sample(index, self.rng)  # (n_t, C, h, w)
         cond = fam.drop_conditions(fam.index_conditions(self.target.labels, index), cfg.label_dropout, self.rng)
-        t = sample_timesteps(self.target_probs, split.target, self.rng)  # (n_t,)
+        t = self.process.sample_levels(split.target, "target", self.rng)  # (n_t,) t or σ
         if split.bank:
             bank_index = self.bank_order.next(split.bank)
             latents = torch.cat([latents, self.bank.latents[bank_index]])  # (n_t + n_b, C, h, w)
             bank_cond = fam.bank_conditions(fam.index_conditions(self.bank.conditions, bank_index))
             cond = fam.concat_conditions(cond, bank_cond)
-            t = torch.cat([t, sample_timesteps(self.bank_probs, split.bank, self.rng)])
+            t = torch.cat([t, self.process.sample_levels(split.bank, "bank", self.rng)])
         return latents, t, cond
 
     def train_step(self) -> dict[str, torch.Tensor]:
@@ -203,13 +193,11 @@ class Trainer:
         latents, t, cond = self.next_batch()
         noise = torch.randn(latents.shape, generator=self.rng)
         latents, noise, t = (x.to(self.device, non_blocking=True) for x in (latents, noise, t))
-        noisy = self.family.noise_scheduler.add_noise(latents, noise, t)
+        process = self.process
+        noisy = process.add_noise(latents, noise, t)
         with autocast(self.device, cfg.mixed_precision):
-            prediction = self.family.predict(self.model, noisy, t, cond)
-        target = self.family.training_target(latents, noise, t)
-        per_sample = per_sample_mse(prediction, target) * loss_weights(
-            cfg.loss_weighting, self.alphas_cumprod, t, p2_gamma=cfg.p2_gamma, p2_k=cfg.p2_k,
-            min_snr_gamma=cfg.min_snr_gamma)
+            prediction = self.family.predict(self.model, noisy, process.model_time(t), cond)
+        per_sample = per_sample_mse(prediction, process.target(latents, noise, t)) * process.loss_weights(t)
         parts = combine_losses(per_sample, self.split, cfg.bank_loss_weight)
         self.optimizer.zero_grad(set_to_none=True)
         parts.total.backward()

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from contract.train_config import TrainConfig
+from models.noise import DiscreteProcess, NoiseProcess
 from models.precision import autocast
 from models.sampling import denoise, initial_noise, make_sampler
 
@@ -36,7 +37,7 @@ class Family(ABC):
 
     name: str = "base"
     denoiser: nn.Module  # the network being tuned
-    noise_scheduler: Any  # diffusers DDPM-style scheduler used for training
+    noise_scheduler: Any  # the diffusers scheduler of the base model's training (DDPM or flow matching)
     base_fingerprint: str  # identity of the pre-trained weights (knowledge-bank cache key)
 
     # --- conditioning ------------------------------------------------------------------------------
@@ -61,14 +62,9 @@ class Family(ABC):
     def predict(self, model: nn.Module, noisy: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         """Run the denoiser and return its prediction with the latent's channels."""
 
-    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the denoiser regresses: ε or v, after the scheduler's prediction type."""
-        kind = self.noise_scheduler.config.prediction_type
-        if kind == "epsilon":
-            return noise
-        if kind == "v_prediction":
-            return self.noise_scheduler.get_velocity(latents, noise, t)
-        raise ValueError(f"unsupported prediction_type {kind!r}")
+    def noise_process(self, config: TrainConfig) -> NoiseProcess:
+        """How training examples are noised (DDPM over ``noise_scheduler`` unless a family overrides)."""
+        return DiscreteProcess(self.noise_scheduler, config)
 
     @property
     def num_timesteps(self) -> int:
@@ -138,6 +134,7 @@ class LatentFamily(Family):
     vae: nn.Module
     device: torch.device
     scheduler_config: dict
+    resolution: int | None = None  # set by families that train at any size (else the base model's size)
 
     @property
     def vae_factor(self) -> int:
@@ -150,30 +147,46 @@ class LatentFamily(Family):
 
     @property
     def image_size(self) -> int:
-        """Pixel size the base model works at: latent size × the VAE's downsampling factor."""
-        return int(self.sized_module.config.sample_size) * self.vae_factor
+        """Pixel size trained at: the configured one, or the base model's latent size × the VAE's factor."""
+        return self.resolution or int(self.sized_module.config.sample_size) * self.vae_factor
 
     @torch.no_grad()
     def sample_chain(self, predict, n: int, *, steps: int, sampler: str, generator: torch.Generator,
                      per_step: bool = False) -> torch.Tensor:
         """Run the reverse chain from fresh noise for ``n`` latents; ``per_step`` as in ``denoise``."""
-        size, channels = self.sized_module.config.sample_size, self.sized_module.config.in_channels
-        x = initial_noise((n, channels, size, size), generator, self.device)  # (N, C, h, w)
-        scheduler = make_sampler(sampler, self.scheduler_config, steps)
+        x = initial_noise((n, *self.latent_shape), generator, self.device)  # (N, C, h, w)
+        scheduler = self.inference_scheduler(sampler, steps)
         with autocast(self.device):
             x = denoise(predict, x, scheduler, generator=generator, per_step=per_step)
         return x.float()
 
     @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of one training latent."""
+        size = self.image_size // self.vae_factor
+        return int(self.vae.config.latent_channels), size, size
+
+    def inference_scheduler(self, sampler: str, steps: int):
+        """A fresh scheduler for one reverse chain of ``steps`` steps (``sampler``: ddim | ddpm)."""
+        return make_sampler(sampler, self.scheduler_config, steps)
+
+    @property
     def scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor)
 
+    @property
+    def shift_factor(self) -> float:
+        """The VAE's latent shift (SD3, Flux); 0 for SD-style VAEs."""
+        return float(getattr(self.vae.config, "shift_factor", None) or 0.0)
+
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dist = self.vae.encode(images.to(self.device)).latent_dist
-        return (dist.mean * self.scaling_factor).cpu(), (dist.std * self.scaling_factor).cpu()
+        dist = self.vae.encode(images.to(self.device, self.vae.dtype)).latent_dist
+        mean = (dist.mean.float() - self.shift_factor) * self.scaling_factor
+        return mean.cpu(), (dist.std.float() * self.scaling_factor).cpu()
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        images = self.vae.decode(latents.to(self.device) / self.scaling_factor).sample  # (N, 3, H, W)
+        latents = latents.to(self.device, self.vae.dtype) / self.scaling_factor + self.shift_factor
+        images = self.vae.decode(latents).sample  # (N, 3, H, W)
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()

@@ -111,9 +111,10 @@ class ControlNetFamily(SDFamily):
         controls = controls.to(self.device)
 
         def call(x, t, emb):
-            down, mid = model(x, t, encoder_hidden_states=emb, controlnet_cond=controls.to(x.dtype),
+            text = emb["embeds"]
+            down, mid = model(x, t, encoder_hidden_states=text, controlnet_cond=controls.to(x.dtype),
                               return_dict=False)
-            return self.unet(x, t, encoder_hidden_states=emb, down_block_additional_residuals=down,
+            return self.unet(x, t, encoder_hidden_states=text, down_block_additional_residuals=down,
                              mid_block_additional_residual=mid).sample  # (N, C, h, w)
 
         return call

@@ -14,34 +14,22 @@ prompt-conditional behaviour but ties retention to the bank's prompt distributio
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from contract.train_config import ConfigError, TrainConfig
+from contract.train_config import TrainConfig
 from models.difftune import drop_labels
 from models.families.base import LatentFamily, fingerprint_module
+from models.families.components import load_components
 from models.lora import save_lora
+from models.prompts import Encoded, PromptTable, cached_table
 from models.sampling import guided
 
 MAX_VALIDATION_PROMPTS = 4
-
-
-def check_folder(location: str, needed: tuple[str, ...], what: str) -> bool:
-    """True for a local folder (checked to hold ``needed`` sub-folders), False for a hub id."""
-    if not location:
-        raise ConfigError("base_model: no base model location given")
-    path = Path(location)
-    looks_local = path.is_absolute() or location.startswith(".") or path.exists()
-    missing = [n for n in needed if not (path / n).is_dir()]
-    if looks_local and missing:
-        raise ConfigError(f"base_model: {location!r} is not a diffusers {what} folder (no {missing[0]}/ inside)")
-    return looks_local
 
 
 class SDFamily(LatentFamily):
@@ -50,38 +38,60 @@ class SDFamily(LatentFamily):
     name = "sd"
     pipeline_class = StableDiffusionPipeline
 
+    noise_scheduler_class: Any = DDPMScheduler
+
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: nn.Module, tokenizer: Any,
                  scheduler_config: dict, *, location: str = "", device: str = "cpu"):
+        self.unet = unet
+        self.setup(unet, vae, {"text_encoder": text_encoder, "tokenizer": tokenizer}, scheduler_config,
+                   location=location, device=device)
+
+    def setup(self, denoiser: nn.Module, vae: AutoencoderKL, text_parts: dict[str, Any], scheduler_config: dict, *,
+              location: str, device: str, resolution: int | None = None) -> None:
+        """Place the parts: the denoiser trains; the VAE and text encoders (``text_parts``, named as in
+        the pipeline, tokenizers included) are frozen."""
         self.device = torch.device(device)
-        self.location = location
-        self.unet = unet.to(self.device)
-        self.denoiser = self.unet
+        self.location, self.resolution = location, resolution
+        self.denoiser = denoiser.to(self.device)
         self.vae = vae.to(self.device).eval().requires_grad_(False)
-        self.text_encoder = text_encoder.to(self.device).eval().requires_grad_(False)
-        self.tokenizer = tokenizer
+        self.text_parts = {k: v.to(self.device).eval().requires_grad_(False) if isinstance(v, nn.Module) else v
+                           for k, v in text_parts.items()}
         self.scheduler_config = dict(scheduler_config)
-        self.noise_scheduler = DDPMScheduler.from_config(self.scheduler_config)
-        self.base_fingerprint = fingerprint_module(unet)
+        self.noise_scheduler = self.noise_scheduler_class.from_config(self.scheduler_config)
+        self.base_fingerprint = fingerprint_module(denoiser)
+        self.reset_prompts()
+
+    @property
+    def text_encoder(self) -> nn.Module:
+        return self.text_parts["text_encoder"]
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.text_parts["tokenizer"]
+
+    def reset_prompts(self) -> None:
+        """No captions yet: the prompt table holds only the empty prompt."""
         self.bank_prompts: list[str] = [""]
         self.captions: list[str] = []
-        self.text_table = self.encode_prompts([""])  # (P, L, D)
+        self.text_table = PromptTable(self.encode_prompts([""]))
         self.bank_offset = 0
         self.bank_label = "null"
+
+    @property
+    def base_denoiser(self) -> nn.Module:
+        """The text-conditioned network that generates images (the bank samples from it)."""
+        return getattr(self, self.denoiser_part)
 
     @classmethod
     def load_parts(cls, location: str, what: str = "Stable Diffusion") -> dict[str, Any]:
         """The SD components of a diffusers folder (or hub id) as keyword arguments."""
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        check_folder(location, ("unet", "vae", "text_encoder", "tokenizer"), what)
-        try:
-            return dict(unet=UNet2DConditionModel.from_pretrained(location, subfolder="unet"),
-                        vae=AutoencoderKL.from_pretrained(location, subfolder="vae"),
-                        text_encoder=CLIPTextModel.from_pretrained(location, subfolder="text_encoder"),
-                        tokenizer=CLIPTokenizer.from_pretrained(location, subfolder="tokenizer"),
-                        scheduler_config=dict(DDPMScheduler.from_pretrained(location, subfolder="scheduler").config))
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"base_model: cannot load a {what} pipeline from {location!r}: {err}") from err
+        parts = load_components(location, {"unet": UNet2DConditionModel, "vae": AutoencoderKL,
+                                            "text_encoder": CLIPTextModel, "tokenizer": CLIPTokenizer,
+                                            "scheduler": DDPMScheduler}, what=what)
+        parts["scheduler_config"] = dict(parts.pop("scheduler").config)
+        return parts
 
     @classmethod
     def from_pretrained(cls, location: str, *, config: TrainConfig | None = None, device: str = "cpu") -> SDFamily:
@@ -89,34 +99,29 @@ class SDFamily(LatentFamily):
 
     # --- text ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_prompts(self, prompts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """CLIP last hidden states of ``prompts``, (P, L, D) fp32 on the CPU."""
-        out = []
-        for start in range(0, len(prompts), batch_size):
-            ids = self.tokenizer(prompts[start : start + batch_size], padding="max_length", truncation=True,
-                                 max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
-            out.append(self.text_encoder(ids.to(self.device))[0].float().cpu())  # (n, L, D)
-        return torch.cat(out)
+    def encode_prompts(self, prompts: list[str]) -> Encoded:
+        """CLIP last hidden states of ``prompts``: ``embeds`` (P, L, D) on the CPU."""
+        ids = self.tokenizer(prompts, padding="max_length", truncation=True,
+                             max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
+        return {"embeds": self.text_encoder(ids.to(self.device))[0].to(self.table_dtype).cpu()}
 
-    def cached_prompt_table(self, prompts: list[str], cache_dir: Path | None) -> torch.Tensor:
-        """``encode_prompts`` through an on-disk cache keyed by text encoder and prompts."""
-        h = hashlib.sha256(fingerprint_module(self.text_encoder).encode())
-        for p in prompts:
-            h.update(p.encode() + b"\0")
-        path = Path(cache_dir) / "text" / f"{h.hexdigest()[:32]}.safetensors" if cache_dir else None
-        if path is not None and path.exists():
-            return load_file(path)["table"]
-        table = self.encode_prompts(prompts)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            save_file({"table": table.contiguous()}, str(tmp))
-            os.replace(tmp, path)
-        return table
+    @property
+    def table_dtype(self) -> torch.dtype:
+        """Stored embeddings: bf16 on a GPU (what autocast computes in), fp32 on the CPU."""
+        return torch.bfloat16 if self.device.type == "cuda" else torch.float32
 
-    def embeddings(self, ids: torch.Tensor) -> torch.Tensor:
-        """Prompt ids (N,) -> text embeddings (N, L, D) on the model's device."""
-        return self.text_table[ids.cpu()].to(self.device, non_blocking=True)
+    def text_encoders(self) -> list[nn.Module]:
+        """The frozen encoders whose weights decide the prompt table (its cache key)."""
+        return [v for v in self.text_parts.values() if isinstance(v, nn.Module)]
+
+    def prompt_table(self, prompts: list[str], cache_dir: Path | None) -> PromptTable:
+        """``encode_prompts`` of every prompt once, cached on disk under ``cache_dir`` when given."""
+        identity = "|".join(fingerprint_module(m) for m in self.text_encoders())
+        return cached_table(self.encode_prompts, prompts, identity, cache_dir)
+
+    def embeddings(self, ids: torch.Tensor) -> Encoded:
+        """Prompt ids (N,) -> their encoded tensors on the model's device."""
+        return self.text_table.rows(ids, self.device)
 
     # --- run hooks -----------------------------------------------------------------------------------
     def attach_dataset(self, dataset, config: TrainConfig) -> None:
@@ -133,7 +138,7 @@ class SDFamily(LatentFamily):
         self.captions = list(dataset.captions)
         self.bank_offset = 1 + len(self.captions)
         self.bank_label = config.bank_label
-        self.text_table = self.cached_prompt_table(["", *self.captions, *self.bank_prompts], cache_dir)
+        self.text_table = self.prompt_table(["", *self.captions, *self.bank_prompts], cache_dir)
         return encode_image_folder(self, dataset, resolution=config.resolution, flip=self.uses_flip(config),
                                    cache_dir=cache_dir, progress=progress)
 
@@ -142,7 +147,7 @@ class SDFamily(LatentFamily):
 
     @property
     def sized_module(self) -> nn.Module:
-        return self.unet
+        return self.base_denoiser
 
     # --- conditioning ---------------------------------------------------------------------------------
     def drop_conditions(self, cond: torch.Tensor, drop_prob: float, generator: torch.Generator) -> torch.Tensor:
@@ -162,21 +167,25 @@ class SDFamily(LatentFamily):
         return self.text_call(model)(noisy, t, self.embeddings(cond))  # (N, C, h, w)
 
     def text_call(self, model: nn.Module):
-        """(x_t, t, text embeddings) -> ε of the denoiser ``model``."""
-        return lambda x, t, emb: model(x, t, encoder_hidden_states=emb).sample
+        """(x_t, t, encoded prompts) -> the prediction of the denoiser ``model``."""
+        return lambda x, t, emb: model(x, t, encoder_hidden_states=emb["embeds"]).sample
 
-    def guided_fn(self, call, text: torch.Tensor, guidance: float):
-        """CFG over text embeddings (N, L, D) against the empty prompt; ``call`` as from ``text_call``."""
-        empty = self.text_table[:1].to(self.device).expand_as(text)  # (N, L, D)
+    def guided_fn(self, call, text: Encoded, guidance: float):
+        """CFG over encoded prompts against the empty prompt (row 0); ``call`` as from ``text_call``."""
+        rows = len(next(iter(text.values())))
+        empty = self.text_table.rows(torch.zeros(rows, dtype=torch.long), self.device)
         return guided(lambda x, t: call(x, t, text), lambda x, t: call(x, t, empty), guidance)
+
+    def encode_on_device(self, prompts: list[str]) -> Encoded:
+        return {k: v.to(self.device) for k, v in self.encode_prompts(prompts).items()}
 
     # --- knowledge bank and samples -----------------------------------------------------------------
     def generate_bank_batch(self, n: int, config: TrainConfig, generator: torch.Generator):
         """n base-model images for prompts drawn from ``bank_prompts``; conditions are prompt ids."""
         ids = torch.randint(0, len(self.bank_prompts), (n,), generator=generator)  # (n,)
-        text = self.encode_prompts([self.bank_prompts[i] for i in ids.tolist()]).to(self.device)
+        text = self.encode_on_device([self.bank_prompts[i] for i in ids.tolist()])
         bank = config.bank
-        fn = self.guided_fn(self.text_call(self.unet.eval()), text, bank.guidance_scale)
+        fn = self.guided_fn(self.text_call(self.base_denoiser.eval()), text, bank.guidance_scale)
         latents = self.sample_chain(fn, n, steps=bank.num_inference_steps, sampler=bank.sampler,
                                       generator=generator)
         return latents.cpu(), ids
@@ -193,7 +202,7 @@ class SDFamily(LatentFamily):
                         generator: torch.Generator, controls: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [0, 1] (n, 3, H, W) for ``prompts``: DDIM with CFG against the empty prompt."""
         was_training = model.training
-        text = self.encode_prompts(prompts).to(self.device)
+        text = self.encode_on_device(prompts)
         fn = self.guided_fn(self.model_call(model.eval(), controls), text, guidance)
         latents = self.sample_chain(fn, len(prompts), steps=steps, sampler="ddim", generator=generator)
         model.train(was_training)
@@ -204,15 +213,20 @@ class SDFamily(LatentFamily):
                                     steps=config.sample_steps, generator=generator)
 
     # --- export ---------------------------------------------------------------------------------------
+    denoiser_part = "unet"  # the denoiser's name in the pipeline (and its LoRA prefix)
+
     def pipeline_parts(self) -> dict[str, Any]:
-        return dict(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                    scheduler=DDPMScheduler.from_config(self.scheduler_config), safety_checker=None,
-                    feature_extractor=None, requires_safety_checker=False)
+        """Every pipeline component but the tuned denoiser."""
+        return dict(vae=self.vae, **self.text_parts, scheduler=self.noise_scheduler_class.from_config(self.scheduler_config),
+                    **self.pipeline_extras())
+
+    def pipeline_extras(self) -> dict[str, Any]:
+        return dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
     def save_pretrained(self, model: nn.Module, path: Path) -> None:
-        pipe = self.pipeline_class(**{**self.pipeline_parts(), "unet": self.export_denoiser(model)})
+        pipe = self.pipeline_class(**{**self.pipeline_parts(), self.denoiser_part: self.export_denoiser(model)})
         pipe.save_pretrained(path, safe_serialization=True)
-        save_lora(model, path, "unet", self.pipeline_class)
+        save_lora(model, path, self.denoiser_part, self.pipeline_class)
 
     def metadata(self) -> dict[str, Any]:
         return {**super().metadata(), "base_model": self.location, "num_captions": len(self.captions),

@@ -108,6 +108,37 @@ def make_sd_config(tiny_sd):
     return make
 
 
+TINY_BUILDERS = {"sd": "build_tiny_sd_pipeline", "sd3": "build_tiny_sd3_pipeline", "sdxl": "build_tiny_sdxl_pipeline",
+                 "flux": "build_tiny_flux_pipeline"}
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """``tiny_pipeline(family)``: the family's tiny random pipeline folder (16 px), built once."""
+    import models.tiny
+
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            build = getattr(models.tiny, TINY_BUILDERS[family])
+            built[family] = build(tmp_path_factory.mktemp("base") / f"tiny_{family}", seed=0, resolution=RESOLUTION)
+        return built[family]
+
+    return get
+
+
+@pytest.fixture
+def make_family_config(tiny_pipeline):
+    """``make(family, **overrides)``: a tiny text-to-image config for any text family (T5 at 16 tokens)."""
+    def make(family: str, **overrides):
+        values = dict(family=family, sample_every=100, validation_guidance_scale=2.0, max_sequence_length=16)
+        values.update(overrides)
+        return tiny_config(tiny_pipeline(family), **values)
+
+    return make
+
+
 def with_random_lora(model, config, seed: int = 3):
     """Add ``config``'s LoRA to ``model`` and give its (zero-initialised) B matrices random values."""
     import torch

@@ -71,8 +71,9 @@ def test_target_rows_use_caption_ids_and_bank_rows_the_empty_prompt(make_sd_conf
     _, _, cond = trainer.next_batch()
     assert sorted(set(cond[:8].tolist())) == [1, 2, 3, 4] and cond[8:].tolist() == [0, 0]
     assert family.bank_prompts == sorted(["a red cat", "a blue dog", "an owl", "a yak"])  # dataset captions
-    assert torch.allclose(family.text_table[0], family.encode_prompts([""])[0])
-    assert torch.allclose(family.text_table[2], family.encode_prompts(["a blue dog"])[0])
+    table = family.text_table.rows(torch.tensor([0, 2]))["embeds"]
+    assert torch.allclose(table[0], family.encode_prompts([""])["embeds"][0])
+    assert torch.allclose(table[1], family.encode_prompts(["a blue dog"])["embeds"][0])
     assert torch.equal(family.drop_conditions(torch.tensor([1, 2, 3]), 1.0, torch.Generator()), torch.zeros(3).long())
 
 
@@ -82,7 +83,8 @@ def test_prompt_conditioned_retention_and_user_bank_prompts(make_sd_config, capt
     family = trainer.family
     _, _, cond = trainer.next_batch()
     assert all(family.bank_offset <= c < family.bank_offset + 2 for c in cond[8:].tolist())
-    assert torch.allclose(family.text_table[family.bank_offset + 1], family.encode_prompts(["a tree"])[0])
+    row = family.text_table.rows(torch.tensor([family.bank_offset + 1]))["embeds"][0]
+    assert torch.allclose(row, family.encode_prompts(["a tree"])["embeds"][0])
     other = load_family(config)
     other.attach_dataset(scan_dataset(config, caption_folder), make_sd_config())
     assert bank_key(family, config.bank) != bank_key(other, config.bank)  # prompts are part of the key
@@ -136,11 +138,11 @@ def test_sd_lora_saves_diffusers_loadable_weights(make_sd_config, tmp_path, merg
         family.save_pretrained(model, tmp_path / "ck")
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "ck", **PIPE)
     with torch.no_grad():
-        plain = pipe.unet(x, t, encoder_hidden_states=emb).sample
+        plain = pipe.unet(x, t, encoder_hidden_states=emb["embeds"]).sample
         assert torch.allclose(plain, tuned if merge else base_out, atol=1e-5)
         if not merge:  # the adapter goes on top of the base weights with diffusers' own loader
             pipe.load_lora_weights(tmp_path / "ck" / "lora")
-            assert torch.allclose(pipe.unet(x, t, encoder_hidden_states=emb).sample, tuned, atol=1e-5)
+            assert torch.allclose(pipe.unet(x, t, encoder_hidden_states=emb["embeds"]).sample, tuned, atol=1e-5)
 
 
 def test_lora_with_standard_fine_tuning_trains_only_the_adapter(make_sd_config, caption_folder, tmp_path):

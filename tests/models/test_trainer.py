@@ -42,7 +42,7 @@ def test_difftune_batch_composition(make_config, image_folder, tmp_path):
 def test_standard_fine_tuning_is_uniform_with_no_bank(make_config, image_folder, tmp_path):
     trainer = _trainer(make_config(method="standard", batch_size=10), image_folder, tmp_path / "o", tmp_path / "c")
     assert trainer.split.bank == 0 and trainer.bank is None
-    assert torch.allclose(trainer.target_probs, torch.full((1000,), 1e-3, dtype=torch.float64))
+    assert torch.allclose(trainer.process.probs["target"], torch.full((1000,), 1e-3, dtype=torch.float64))
     out = trainer.train_step()
     assert out["loss"].item() == pytest.approx(out["loss_target"].item())
 
