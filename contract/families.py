@@ -56,8 +56,16 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
     FamilySpec("controlnet", "sd-controlnet", DatasetLayout.METADATA, Conditioning.TEXT_AND_CONTROL,
                "models.families.controlnet:ControlNetFamily", "StableDiffusionControlNetPipeline",
                "a ControlNet trained on a Stable Diffusion base"),
+    FamilySpec("sdxl", "sdxl", DatasetLayout.METADATA, Conditioning.TEXT, "models.families.sdxl:SDXLFamily",
+               "StableDiffusionXLPipeline", "text-to-image Stable Diffusion XL UNet (two text encoders, micro-conditioning)"),
+    FamilySpec("controlnet_sdxl", "sdxl-controlnet", DatasetLayout.METADATA, Conditioning.TEXT_AND_CONTROL,
+               "models.families.sdxl_controlnet:SDXLControlNetFamily", "StableDiffusionXLControlNetPipeline",
+               "a ControlNet trained on a Stable Diffusion XL base"),
     FamilySpec("sd3", "sd3", DatasetLayout.METADATA, Conditioning.TEXT, "models.families.sd3:SD3Family",
                "StableDiffusion3Pipeline", "text-to-image Stable Diffusion 3 / 3.5 MMDiT (flow matching)",
+               flow_matching=True),
+    FamilySpec("flux", "flux", DatasetLayout.METADATA, Conditioning.TEXT, "models.families.flux:FluxFamily",
+               "FluxPipeline", "text-to-image Flux.1 dev/schnell MMDiT (flow matching, guidance-distilled)",
                flow_matching=True),
 )}
 

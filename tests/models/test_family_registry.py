@@ -21,11 +21,11 @@ def test_every_registered_family_has_an_implementation_that_agrees(name):
 
 
 def test_unknown_names_are_errors_that_list_the_known_ones():
-    with pytest.raises(ValueError, match="family: unknown model family 'sdxl' .*dit, sd, controlnet"):
-        family("sdxl")
+    with pytest.raises(ValueError, match="family: unknown model family 'kandinsky' .*dit, sd, controlnet"):
+        family("kandinsky")
     with pytest.raises(ValueError, match="sd-controlnet"):
         family_of_api_name("controlnet")  # the API name differs from the config name
-    assert family_of_pipeline("FluxPipeline") is None
+    assert family_of_pipeline("KandinskyPipeline") is None
 
 
 def test_the_api_offers_exactly_the_registered_families(client, auth):

@@ -19,7 +19,7 @@ from models.run import run_training
 
 from .conftest import build_trainer, check_exact_resume, with_random_lora
 
-FAMILIES = ("sd3",)
+FAMILIES = ("sd3", "sdxl", "flux")
 FLOW_FAMILIES = tuple(f for f in FAMILIES if family_spec(f).flow_matching)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
