@@ -138,6 +138,12 @@ class BaseModelCreate(_Request):
     location: Location
 
 
+class BaseModelResolutions(BaseModel):
+    native: int
+    multiple: int | None
+    largest: int | None
+
+
 class BaseModelOut(BaseModel):
     id: str
     object: Literal["base_model"] = "base_model"
@@ -147,6 +153,9 @@ class BaseModelOut(BaseModel):
     status: BaseModelStatus
     error: str | None
     image_size: int | None = Field(description="Pixels the model generates; known once a worker has loaded it.")
+    resolutions: BaseModelResolutions | None = Field(
+        None, description="Sizes a job may train at, known once a worker has loaded the model: only `native`, or "
+        "(SDXL, SD3, Flux) any multiple of `multiple` px up to `largest`.")
     created_at: datetime
 
     @classmethod

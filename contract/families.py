@@ -48,6 +48,29 @@ class FamilySpec:
         return self.conditioning is Conditioning.TEXT_AND_CONTROL
 
 
+@dataclass(frozen=True)
+class Resolutions:
+    """The image sizes a base model trains at: only ``native`` (``multiple`` None), or any multiple of
+    ``multiple`` up to ``largest`` (None: no upper bound the model knows of). Found by loading the model."""
+
+    native: int
+    multiple: int | None = None
+    largest: int | None = None
+
+    def problem(self, resolution: int) -> str | None:
+        """Why ``resolution`` cannot be trained, or None."""
+        if self.multiple is None:
+            return None if resolution == self.native else f"the base model generates {self.native}px images, " \
+                                                           f"not {resolution}px"
+        if resolution % self.multiple or (self.largest is not None and resolution > self.largest):
+            upto = f" up to {self.largest}px" if self.largest is not None else ""
+            return f"this base model trains at multiples of {self.multiple}px{upto}, not {resolution}px"
+        return None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"native": self.native, "multiple": self.multiple, "largest": self.largest}
+
+
 FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
     FamilySpec("dit", "dit", DatasetLayout.CLASS_FOLDERS, Conditioning.CLASS_LABEL,
                "models.families.dit:DiTFamily", "DiTPipeline", "class-conditional DiT"),

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from contract.families import FamilySpec
+from contract.families import FamilySpec, Resolutions
 from contract.train_config import TrainConfig, dump_config, field_errors
 from core.datasets.inspection import METADATA
 from core.errors import InvalidError
@@ -50,7 +50,7 @@ def job_hyperparameters(
     family: FamilySpec,
     base_model_id: str,
     dataset: Dataset,
-    base_image_size: int | None = None,
+    resolutions: Resolutions | None = None,
     gpus: int = 1,
     **top_level: Any,
 ) -> dict[str, Any]:
@@ -76,9 +76,9 @@ def job_hyperparameters(
     config = _train_config(merged)
     labels_field = "validation_labels" if top_level.get("validation_labels") is not None else f"{FIELD}.validation_labels"
     _check_against_dataset(config, family, dataset, labels_field=labels_field)
-    if base_image_size is not None and base_image_size != config.resolution:
-        raise InvalidError.field(f"{FIELD}.resolution", f"the base model generates {base_image_size}px images, "
-                                 f"not {config.resolution}px")
+    problem = resolutions and resolutions.problem(config.resolution)
+    if problem:
+        raise InvalidError.field(f"{FIELD}.resolution", problem)
     _check_gpus(config, gpus)
     return dump_config(config)
 

@@ -112,6 +112,7 @@ class RegisteredModel(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")  # core.enums.BaseModelStatus
     error: Mapped[str | None] = mapped_column(Text)
     image_size: Mapped[int | None]  # pixels the model generates; known once a worker has loaded it
+    resolutions: Mapped[dict[str, Any] | None]  # contract.families.Resolutions as a dict, once loaded
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

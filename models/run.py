@@ -93,8 +93,8 @@ def run_training(
 
 
 def _check_resolution(family, config: TrainConfig) -> None:
-    """The base model fixes the image size; say so instead of failing inside the network."""
-    expected = getattr(family, "image_size", None)
-    if expected is not None and expected != config.resolution:
-        raise ValueError(f"resolution: the base model generates {expected}px images, config asks for "
-                         f"{config.resolution}")
+    """Say which sizes the base model trains at instead of failing inside the network."""
+    resolutions = getattr(family, "resolutions", None)
+    problem = resolutions().problem(config.resolution) if resolutions else None
+    if problem:
+        raise ValueError(f"resolution: {problem}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contract.families import family_of_api_name
-from contract.train_config import TrainConfig
 from core.enums import BaseModelStatus
 from core.services import base_models
 from core.storage import StorageError
@@ -14,7 +13,7 @@ from worker.fetch import fetch_base_model
 
 def check_base_model(base_model_id: str) -> str:
     """Fetch and load the base model once; mark it ``ready`` or ``failed`` with the reason."""
-    from models.families import load_family
+    from models.families import family_class
 
     ctx = context()
     with ctx.sessions() as session:
@@ -23,8 +22,8 @@ def check_base_model(base_model_id: str) -> str:
         return "missing"
     try:
         location = fetch_base_model(ctx, model)
-        family = family_of_api_name(model.family).name
-        loaded = load_family(TrainConfig(family=family, base_model=location))
+        name = family_of_api_name(model.family).name
+        loaded = family_class(name).from_pretrained(location, device="cpu")  # no config: the native size
     except StorageError:
         raise
     except (ValueError, OSError) as err:
@@ -32,5 +31,5 @@ def check_base_model(base_model_id: str) -> str:
             base_models.mark_failed(session, base_model_id=base_model_id, error=str(err))
         return BaseModelStatus.FAILED
     with ctx.sessions() as session:
-        base_models.mark_ready(session, base_model_id=base_model_id, image_size=loaded.image_size)
+        base_models.mark_ready(session, base_model_id=base_model_id, resolutions=loaded.resolutions())
     return BaseModelStatus.READY

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from contract.families import Resolutions
 from core.datasets import archive
 from core.datasets.archive import Limits
 from core.enums import BaseModelStatus
@@ -143,9 +144,9 @@ def _set_status(session: Session, base_model_id: str, status: BaseModelStatus, e
     session.commit()
 
 
-def mark_ready(session: Session, *, base_model_id: str, image_size: int | None = None) -> None:
-    """The worker loaded the model (and, from a load check, learned the image size it generates)."""
-    values = {"image_size": image_size} if image_size is not None else {}
+def mark_ready(session: Session, *, base_model_id: str, resolutions: Resolutions | None = None) -> None:
+    """The worker loaded the model (and, from a load check, learned the sizes it trains at)."""
+    values = {"image_size": resolutions.native, "resolutions": resolutions.as_dict()} if resolutions else {}
     _set_status(session, base_model_id, BaseModelStatus.READY, None, **values)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from contract.families import family_of_api_name
+from contract.families import Resolutions, family_of_api_name
 from core.enums import BaseModelStatus, JobStatus
 from core.errors import ConflictError, InvalidError, QuotaExceeded
 from core.hyperparameters import job_hyperparameters
@@ -75,7 +75,7 @@ def create(
     dataset = referenced(session, Dataset, dataset_id, tenant_id=tenant_id, kind="dataset", field="dataset")
     config = job_hyperparameters(
         hyperparameters or {}, family=family_of_api_name(model.family), base_model_id=model.id, dataset=dataset,
-        base_image_size=model.image_size, gpus=gpus, method=method, seed=seed, validation_labels=validation_labels,
+        resolutions=model.resolutions and Resolutions(**model.resolutions), gpus=gpus, method=method, seed=seed, validation_labels=validation_labels,
         validation_prompts=validation_prompts)
     job = Job(
         id=new_id("job"),

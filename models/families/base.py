@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from contract.train_config import TrainConfig
+from contract.families import Resolutions
+from contract.train_config import ConfigError, TrainConfig
 from models.noise import DiscreteProcess, NoiseProcess
 from models.precision import autocast
 from models.sampling import denoise, initial_noise, make_sampler
@@ -147,8 +148,8 @@ class LatentFamily(Family):
 
     @property
     def image_size(self) -> int:
-        """Pixel size trained at: the configured one, or the base model's latent size × the VAE's factor."""
-        return self.resolution or int(self.sized_module.config.sample_size) * self.vae_factor
+        """Pixel size trained at: the configured one, or the base model's native size."""
+        return self.resolution or self.resolutions().native
 
     @torch.no_grad()
     def sample_chain(self, predict, n: int, *, steps: int, sampler: str, generator: torch.Generator,
@@ -159,6 +160,16 @@ class LatentFamily(Family):
         with autocast(self.device):
             x = denoise(predict, x, scheduler, generator=generator, per_step=per_step)
         return x.float()
+
+    def resolutions(self) -> Resolutions:
+        """The sizes this base model trains at (default: only its native size)."""
+        return Resolutions(native=int(self.sized_module.config.sample_size) * self.vae_factor)
+
+    def check_resolution(self) -> None:
+        """A ``ConfigError`` naming ``resolution`` when the configured size cannot be trained."""
+        problem = self.resolution and self.resolutions().problem(self.resolution)
+        if problem:
+            raise ConfigError(f"resolution: {problem}")
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -19,7 +19,8 @@ import torch
 from diffusers import AutoencoderKL, SD3Transformer2DModel, StableDiffusion3Pipeline
 from torch import nn
 
-from contract.train_config import ConfigError, TrainConfig
+from contract.families import Resolutions
+from contract.train_config import TrainConfig
 from models.families.components import frozen_dtype, load_components
 from models.families.flow import FlowMatching
 from models.families.sd import SDFamily
@@ -66,15 +67,12 @@ class SD3Family(FlowMatching, SDFamily):
                    resolution=config.resolution if config else None,
                    max_sequence_length=(config.max_sequence_length if config else None) or DEFAULT_MAX_SEQUENCE_LENGTH)
 
-    def check_resolution(self) -> None:
-        """The positional embedding covers at most ``pos_embed_max_size`` patches a side."""
+    def resolutions(self) -> Resolutions:
+        """Multiples of a patch in pixels, up to the positional embedding's reach (``pos_embed_max_size``)."""
         cfg = self.transformer.config
-        if self.resolution is None or not cfg.pos_embed_max_size:
-            return
-        largest = cfg.pos_embed_max_size * cfg.patch_size * self.vae_factor
-        if self.resolution > largest or self.resolution % (cfg.patch_size * self.vae_factor):
-            raise ConfigError(f"resolution: this SD3 model trains at multiples of {cfg.patch_size * self.vae_factor} px "
-                              f"up to {largest} px (got {self.resolution})")
+        step = cfg.patch_size * self.vae_factor
+        largest = cfg.pos_embed_max_size * step if cfg.pos_embed_max_size else None
+        return Resolutions(native=cfg.sample_size * self.vae_factor, multiple=step, largest=largest)
 
     # --- text ---------------------------------------------------------------------------------------
     def text_pipeline(self) -> StableDiffusion3Pipeline:
