@@ -276,12 +276,14 @@ def tiny_sd3_cmd(
 def tiny_sdxl_cmd(
     out: Annotated[Path, typer.Argument(help="Folder to write the pipeline to.")],
     resolution: int = 16,
+    controlnet: Annotated[bool, typer.Option(help="Also write a ControlNet made from the UNet.")] = False,
     seed: int = 0,
 ) -> None:
-    """Write a tiny random Stable Diffusion XL pipeline (two CLIP encoders, text-time UNet), diffusers format."""
+    """Write a tiny random Stable Diffusion XL pipeline (two CLIP encoders, text-time UNet; optionally with a
+    ControlNet), diffusers format."""
     from models.tiny import build_tiny_sdxl_pipeline
 
-    build_tiny_sdxl_pipeline(out, seed=seed, resolution=resolution)
+    build_tiny_sdxl_pipeline(out, seed=seed, resolution=resolution, controlnet=controlnet)
     console.print(f"wrote {out}")
 
 

@@ -231,13 +231,15 @@ def sdxl_scheduler():
                                   steps_offset=1)
 
 
-def build_tiny_sdxl_pipeline(path: str | Path, *, seed: int = 0, resolution: int = 16) -> Path:
+def build_tiny_sdxl_pipeline(path: str | Path, *, seed: int = 0, resolution: int = 16,
+                             controlnet: bool = False) -> Path:
     """Random tiny SDXL pipeline folder (``StableDiffusionXLPipeline.from_pretrained`` loads it): a CLIP
     encoder and a CLIP encoder with projection (hidden 32 each, so cross-attention 64), a UNet with
-    ``text_time`` conditioning and SDXL's Euler scheduler."""
+    ``text_time`` conditioning and SDXL's Euler scheduler; with ``controlnet`` also a ControlNet
+    initialised from the UNet (``controlnet/``, a ``StableDiffusionXLControlNetPipeline`` folder)."""
     import tempfile
 
-    from diffusers import StableDiffusionXLPipeline
+    from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline, StableDiffusionXLPipeline
 
     path = Path(path)
     torch.manual_seed(seed)
@@ -247,11 +249,14 @@ def build_tiny_sdxl_pipeline(path: str | Path, *, seed: int = 0, resolution: int
     unet = tiny_sdxl_unet(sample_size=resolution // 2,
                           cross_attention_dim=text_encoder.config.hidden_size + text_encoder_2.config.hidden_size,
                           pooled_dim=text_encoder_2.config.projection_dim)
-    pipe = StableDiffusionXLPipeline(vae=tiny_vae(), text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet,
-                                     scheduler=sdxl_scheduler(), force_zeros_for_empty_prompt=True,
-                                     add_watermarker=False)
-    pipe.save_pretrained(path, safe_serialization=True)
+    parts = dict(vae=tiny_vae(), text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+                 tokenizer_2=tokenizer_2, unet=unet, scheduler=sdxl_scheduler(), force_zeros_for_empty_prompt=True,
+                 add_watermarker=False)
+    if controlnet:
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+        StableDiffusionXLControlNetPipeline(controlnet=net, **parts).save_pretrained(path, safe_serialization=True)
+    else:
+        StableDiffusionXLPipeline(**parts).save_pretrained(path, safe_serialization=True)
     return path
 
 

@@ -1,11 +1,16 @@
-"""ControlNet on a frozen Stable Diffusion base: only the ControlNet trains.
+"""ControlNet on a frozen text-to-image UNet: only the ControlNet trains.
 
-Conditions are rows (text id, control id): text ids index the SD prompt table, control ids a table
-of control images (N_target + M_bank, 3, H, W) in [0, 1]. The CFG drop replaces only the text.
-The ControlNet starts from the base folder's ``controlnet/`` when there is one, else from the UNet
-(``ControlNetModel.from_unet``). Target images are not flipped (their controls are not).
+:class:`ControlNetMixin` holds what does not depend on the base: loading the ControlNet, controls, the
+condition layout, the ControlNet forward, the canny-F1 metric and export. :class:`ControlNetFamily` mixes
+it into Stable Diffusion, ``models/families/sdxl_controlnet.py`` into SDXL.
 
-Knowledge bank: images sampled from the base SD with prompts, each paired with a control extracted
+Conditions are the base family's conditions with a control id appended as the last column: for SD rows
+(text id, control id). Control ids index a table of control images (N_target + M_bank, 3, H, W) in
+[0, 1]. The CFG drop changes only the text. The ControlNet starts from the base folder's
+``controlnet/`` when there is one, else from the UNet (``ControlNetModel.from_unet``). Target images
+are not flipped (their controls are not).
+
+Knowledge bank: images sampled from the base model with prompts, each paired with a control extracted
 from it the same way as the target's (``control_extractor``: canny or grayscale), so retention
 teaches the ControlNet to follow controls on the base model's own images at low noise. With
 ``control_extractor: none`` (user-supplied controls of unknown kind) bank rows get a blank control.
@@ -29,11 +34,33 @@ from models.lora import save_lora
 CONDITIONING_CHANNELS = (16, 32, 96, 256)  # diffusers' default: one entry per VAE level
 
 
-class ControlNetFamily(SDFamily):
-    """A ControlNet tuned on (caption, control, image) triples over a frozen SD."""
+def load_controlnet(location: str, unet: nn.Module, vae: nn.Module, seed: int = 0) -> ControlNetModel:
+    """The folder's ``controlnet/``, or a fresh ControlNet made from ``unet`` (random layers seeded)."""
+    if (Path(location) / "controlnet").is_dir():
+        try:
+            return ControlNetModel.from_pretrained(location, subfolder="controlnet")
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"base_model: cannot load {location}/controlnet: {err}") from err
+    levels = len(vae.config.block_out_channels)
+    with torch.random.fork_rng():  # a fresh ControlNet's random layers depend on the seed only
+        torch.manual_seed(seed)
+        return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONDITIONING_CHANNELS[:levels])
 
-    name = "controlnet"
-    pipeline_class = StableDiffusionControlNetPipeline
+
+def text_conditions(cond: torch.Tensor) -> torch.Tensor:
+    """The base family's part of ControlNet conditions (N, K + 1): (N,) prompt ids or (N, K) rows."""
+    return cond[:, :-1].squeeze(1)
+
+
+def with_controls(text: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
+    """Base conditions (N,) or (N, K) and control ids (N,) -> ControlNet conditions (N, K + 1)."""
+    return torch.cat([text.view(len(text), -1), control.view(-1, 1)], dim=1)
+
+
+class ControlNetMixin:
+    """A ControlNet tuned on (caption, control, image) triples over a frozen text family's ``unet``; mix it
+    in before the family, which provides ``base_parts`` (its loaded components)."""
+
     convergence_metric = "canny_f1"
 
     def __init__(self, controlnet: ControlNetModel, **parts: Any):
@@ -45,20 +72,14 @@ class ControlNetFamily(SDFamily):
         self.control_extractor = "canny"
 
     @classmethod
-    def from_pretrained(cls, location: str, *, config: TrainConfig | None = None,
-                        device: str = "cpu") -> ControlNetFamily:
-        parts = cls.load_parts(location, "Stable Diffusion (+ ControlNet)")
-        if (Path(location) / "controlnet").is_dir():
-            try:
-                controlnet = ControlNetModel.from_pretrained(location, subfolder="controlnet")
-            except (OSError, ValueError) as err:
-                raise ConfigError(f"base_model: cannot load {location}/controlnet: {err}") from err
-        else:
-            levels = len(parts["vae"].config.block_out_channels)
-            with torch.random.fork_rng():  # a fresh ControlNet's random layers depend on the seed only
-                torch.manual_seed(config.seed if config else 0)
-                controlnet = ControlNetModel.from_unet(
-                    parts["unet"], conditioning_embedding_out_channels=CONDITIONING_CHANNELS[:levels])
+    def base_parts(cls, location: str, *, config: TrainConfig | None, device: str) -> dict[str, Any]:
+        """Keyword arguments of the base family's ``__init__`` loaded from ``location``."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(cls, location: str, *, config: TrainConfig | None = None, device: str = "cpu"):
+        parts = cls.base_parts(location, config=config, device=device)
+        controlnet = load_controlnet(location, parts["unet"], parts["vae"], config.seed if config else 0)
         return cls(controlnet, **parts, location=location, device=device)
 
     # --- controls -------------------------------------------------------------------------------------
@@ -82,40 +103,40 @@ class ControlNetFamily(SDFamily):
         return torch.cat(chunks)
 
     def prepare_target(self, dataset, config: TrainConfig, bank, *, cache_dir, progress=None):
-        """SD's target set with (text id, control id) rows; bank conditions become such rows too."""
+        """The base family's target set with a control id appended to its rows; bank conditions become
+        (bank condition, bank index) rows."""
         latents = super().prepare_target(dataset, config, bank, cache_dir=cache_dir, progress=progress)
         self.control_extractor = config.control_extractor
         n = len(latents)
         tables = [self._target_controls(dataset, config)]
-        latents.labels = torch.stack([latents.labels, torch.arange(n)], dim=1)  # (N, 2)
+        latents.labels = with_controls(latents.labels, torch.arange(n))  # (N, K + 1)
         self.bank_control_offset = n
         if bank is not None:
             tables.append(self._bank_controls(bank, config))
             if bank.conditions.dim() == 1:
-                bank.conditions = torch.stack([bank.conditions, torch.arange(len(bank))], dim=1)  # (M, 2)
+                bank.conditions = with_controls(bank.conditions, torch.arange(len(bank)))  # (M, 2)
         self.controls = torch.cat(tables).float()
         return latents
 
     # --- conditioning -----------------------------------------------------------------------------------
     def drop_conditions(self, cond: torch.Tensor, drop_prob: float, generator: torch.Generator) -> torch.Tensor:
-        text = super().drop_conditions(cond[:, 0], drop_prob, generator)
-        return torch.stack([text, cond[:, 1]], dim=1)
+        text = super().drop_conditions(text_conditions(cond), drop_prob, generator)
+        return with_controls(text, cond[:, -1])
 
     def bank_conditions(self, bank_cond: torch.Tensor) -> torch.Tensor:
-        text = super().bank_conditions(bank_cond[:, 0])
-        return torch.stack([text, bank_cond[:, 1] + self.bank_control_offset], dim=1)
+        text = super().bank_conditions(text_conditions(bank_cond))
+        return with_controls(text, bank_cond[:, -1] + self.bank_control_offset)
 
     # --- denoising ------------------------------------------------------------------------------------
     def control_call(self, model: nn.Module, controls: torch.Tensor):
-        """(x_t, t, text embeddings) -> ε of the frozen UNet steered by ControlNet ``model``."""
+        """(x_t, t, encoded prompts) -> ε of the frozen UNet steered by ControlNet ``model``."""
         controls = controls.to(self.device)
 
         def call(x, t, emb):
-            text = emb["embeds"]
-            down, mid = model(x, t, encoder_hidden_states=text, controlnet_cond=controls.to(x.dtype),
-                              return_dict=False)
-            return self.unet(x, t, encoder_hidden_states=text, down_block_additional_residuals=down,
-                             mid_block_additional_residual=mid).sample  # (N, C, h, w)
+            text = self.unet_conditioning(emb)
+            down, mid = model(x, t, controlnet_cond=controls.to(x.dtype), return_dict=False, **text)
+            return self.unet(x, t, down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                             **text).sample  # (N, C, h, w)
 
         return call
 
@@ -125,8 +146,8 @@ class ControlNetFamily(SDFamily):
         return self.control_call(model, controls)
 
     def predict(self, model: nn.Module, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        controls = self.controls[cond[:, 1].cpu()]  # (N, 3, H, W)
-        return self.control_call(model, controls)(noisy, t, self.embeddings(cond[:, 0]))
+        controls = self.controls[cond[:, -1].cpu()]  # (N, 3, H, W)
+        return self.control_call(model, controls)(noisy, t, self.embeddings(text_conditions(cond)))
 
     # --- validation -------------------------------------------------------------------------------------
     def validation_set(self, config: TrainConfig) -> tuple[list[str], torch.Tensor]:
@@ -161,3 +182,14 @@ class ControlNetFamily(SDFamily):
         blank = self.control_extractor == "none"
         return {**super().metadata(), "control_extractor": self.control_extractor,
                 "bank_controls": "blank" if blank else f"extracted ({self.control_extractor})"}
+
+
+class ControlNetFamily(ControlNetMixin, SDFamily):
+    """A ControlNet over a frozen Stable Diffusion 1.x/2.x; conditions (text id, control id)."""
+
+    name = "controlnet"
+    pipeline_class = StableDiffusionControlNetPipeline
+
+    @classmethod
+    def base_parts(cls, location: str, *, config: TrainConfig | None, device: str) -> dict[str, Any]:
+        return cls.load_parts(location, "Stable Diffusion (+ ControlNet)")

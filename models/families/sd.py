@@ -119,6 +119,10 @@ class SDFamily(LatentFamily):
         identity = "|".join(fingerprint_module(m) for m in self.text_encoders())
         return cached_table(self.encode_prompts, prompts, identity, cache_dir)
 
+    def conditions_for_prompts(self, ids: torch.Tensor) -> torch.Tensor:
+        """Training conditions of prompt ids (N,) with nothing else recorded: here the ids themselves."""
+        return ids
+
     def embeddings(self, ids: torch.Tensor) -> Encoded:
         """Prompt ids (N,) -> their encoded tensors on the model's device."""
         return self.text_table.rows(ids, self.device)
@@ -129,7 +133,10 @@ class SDFamily(LatentFamily):
 
     def bank_key_fields(self) -> dict[str, Any]:
         digest = hashlib.sha256("\0".join(self.bank_prompts).encode()).hexdigest()[:16]
-        return {"prompts": digest, "num_prompts": len(self.bank_prompts)}
+        fields: dict[str, Any] = {"prompts": digest, "num_prompts": len(self.bank_prompts)}
+        if self.resolution is not None:  # a family that trains at any size samples its bank at that size
+            fields["resolution"] = self.image_size
+        return fields
 
     def prepare_target(self, dataset, config: TrainConfig, bank, *, cache_dir, progress=None):
         """Build the prompt table ["", captions..., bank prompts...], then encode (and cache) images."""
@@ -168,12 +175,16 @@ class SDFamily(LatentFamily):
 
     def text_call(self, model: nn.Module):
         """(x_t, t, encoded prompts) -> the prediction of the denoiser ``model``."""
-        return lambda x, t, emb: model(x, t, encoder_hidden_states=emb["embeds"]).sample
+        return lambda x, t, emb: model(x, t, **self.unet_conditioning(emb)).sample
+
+    def unet_conditioning(self, emb: Encoded) -> dict[str, Any]:
+        """Keyword arguments that condition a UNet (or a ControlNet) on encoded prompts."""
+        return {"encoder_hidden_states": emb["embeds"]}
 
     def guided_fn(self, call, text: Encoded, guidance: float):
         """CFG over encoded prompts against the empty prompt (row 0); ``call`` as from ``text_call``."""
         rows = len(next(iter(text.values())))
-        empty = self.text_table.rows(torch.zeros(rows, dtype=torch.long), self.device)
+        empty = self.embeddings(torch.zeros(rows, dtype=torch.long))
         return guided(lambda x, t: call(x, t, text), lambda x, t: call(x, t, empty), guidance)
 
     def encode_on_device(self, prompts: list[str]) -> Encoded:

@@ -8,7 +8,8 @@ into one cached prompt table (``embeds`` (P, L, D), ``pooled`` (P, D)), row 0 th
 
 Noise: σ from SD3's native density, logit-normal(0, 1) shifted by the scheduler's ``shift`` (3.0),
 reweighted per stream for Diff-Tuning (``models/noise.py``); the transformer gets σ·1000.
-Any resolution up to the positional embedding's reach trains (SD3.5-medium: 1440 px).
+Any multiple of 16 px up to the positional table's reach trains (``pos_embed_max_size`` × 16 px: 3072 px for
+SD3-medium and SD3.5-large, 6144 px for SD3.5-medium, which was itself trained up to 1440 px).
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ class SD3Family(FlowMatching, SDFamily):
             return model(hidden_states=x, timestep=t, encoder_hidden_states=emb["embeds"].to(x.dtype),
                          pooled_projections=emb["pooled"].to(x.dtype)).sample
         return call
+
+    def bank_key_fields(self) -> dict[str, Any]:
+        return {**super().bank_key_fields(), "max_sequence_length": self.max_sequence_length}
 
     # --- export ---------------------------------------------------------------------------------------
     def pipeline_extras(self) -> dict[str, Any]:

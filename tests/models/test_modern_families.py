@@ -140,3 +140,47 @@ def test_sd3_trains_without_t5_as_diffusers_allows(make_family_config, tiny_pipe
     image = pipe("a red cat", num_inference_steps=2, height=16, width=16, output_type="np").images
     assert image.shape == (1, 16, 16, 3)
     assert json.loads((ckpt.latest_checkpoint(tmp_path / "out") / "meta.json").read_text())["t5"] is False
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_bank_is_keyed_by_what_changes_its_images(make_family_config, caption_folder, family):
+    """A bank sampled at another size (or with another text length / embedded guidance) is another bank."""
+    from models.bank import bank_key
+
+    def key(**overrides):
+        config = make_family_config(family, **overrides)
+        loaded = load_family(config)
+        loaded.attach_dataset(scan_dataset(config, caption_folder), config)
+        return bank_key(loaded, config.bank)
+
+    base = key()
+    assert key() == base
+    assert key(resolution=32, upscale_small_images=True) != base
+    if family != "sdxl":
+        assert key(max_sequence_length=8) != base
+    if family == "flux":
+        assert key(distilled_guidance=2.0) != base
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_tune_flux_lora(make_family_config, caption_folder, tmp_path):
+    """Flux LoRA with Diff-Tuning under torchrun (gloo): one checkpoint, its LoRA loads in FluxPipeline."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = make_family_config("flux", peft="lora", max_steps=2, checkpoint_every=2, sample_every=2)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cli.main",
+           "train", str(tmp_path / "c.yaml"), "--data", str(caption_folder), "--out", str(tmp_path / "run"),
+           "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = ckpt.latest_checkpoint(tmp_path / "run")
+    assert last.name == "step_0000002" and json.loads((last / "meta.json").read_text())["world_size"] == 2
+    pipe = pipeline_class("flux").from_pretrained(config.base_model)
+    pipe.load_lora_weights(last / "lora")
+    assert any("lora" in name for name, _ in pipe.transformer.named_parameters())
