@@ -23,7 +23,8 @@ bench_app = typer.Typer(help="Benchmarks: throughput (JSON), transfer quality, C
 @bench_app.command("throughput")
 def throughput(
     model: Annotated[str, typer.Option(help="DiT-S/2, DiT-B/2, DiT-L/2, DiT-XL/2, DiT-tiny/2, SD-1.5, SD-tiny, "
-                                            "SD-1.5+ControlNet or SD-tiny+ControlNet.")] = "DiT-XL/2",
+                                            "SD-1.5+ControlNet, SD-tiny+ControlNet, SDXL, SD3.5-medium, "
+                                            "Flux.1-dev, SDXL-tiny, SD3-tiny or Flux-tiny.")] = "DiT-XL/2",
     resolution: int = 256,
     method: Annotated[str, typer.Option(help="difftune or standard.")] = "difftune",
     batch: int = 32,
@@ -35,8 +36,9 @@ def throughput(
     device: Annotated[str | None, typer.Option(help="cpu or cuda [default: cuda if available]")] = None,
     bank: Annotated[bool, typer.Option(help="Also time knowledge-bank generation (DDIM 50, CFG).")] = False,
     bank_images: int = 64,
-    baseline: Annotated[bool, typer.Option(help="SD models: also time diffusers' train_text_to_image.py step "
-                                                "(defaults, fp16 mixed precision) on the same batch.")] = False,
+    baseline: Annotated[bool, typer.Option(help="SD and SDXL models: also time diffusers' own script's step "
+                                                "(train_text_to_image[_sdxl].py defaults, fp16 mixed "
+                                                "precision) on the same batch.")] = False,
 ) -> None:
     """Training images/s, step time, peak memory and MFU; prints one JSON object per line."""
     from bench.throughput import BenchSetup, bench_bank, bench_diffusers_baseline, bench_training
@@ -66,7 +68,9 @@ def transfer(
     out: Annotated[Path, typer.Option(help="Output folder (results.json, plots, report.md, runs/).")],
     preset: Annotated[str | None, typer.Option(
         help="`digits`: the CPU preset (digits 0-4 → few shots of 5-9, 16 px); `digits-large`: the same "
-             "transfer at 32 px with a DiT-S-sized model, for one GPU.")] = None,
+             "transfer at 32 px with a DiT-S-sized model, for one GPU; `digits-sd3`: the same transfer "
+             "text-to-image, a tiny SD3-architecture flow-matching model on captions 'a handwritten digit 7' "
+             "(CPU).")] = None,
     source: Annotated[Path | None, typer.Option(help="Source image folder (pre-trains the base when no --base).")] = None,
     target: Annotated[Path | None, typer.Option(help="Few-shot target image folder (class sub-folders).")] = None,
     heldout: Annotated[Path | None, typer.Option(help="Held-out real target images (class sub-folders).")] = None,

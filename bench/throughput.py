@@ -80,7 +80,12 @@ class BenchSetup:
 
 def _synthetic_family(setup: BenchSetup, *, tuned: bool = True) -> tuple[DiTFamily, LatentSet, KnowledgeBank]:
     """A random DiT family (a 1000-class target when ``tuned``) with random cached latents and bank;
-    SD-* models (bench/throughput_sd.py) give SD or ControlNet families."""
+    SD-* models (bench/throughput_sd.py) give SD or ControlNet families, SDXL / SD3.5 / Flux.1 models
+    (bench/throughput_modern.py) theirs."""
+    from bench.throughput_modern import MODERN_MODELS, synthetic_modern_family
+
+    if setup.model in MODERN_MODELS:
+        return synthetic_modern_family(setup.model, setup.resolution, setup.device)
     if setup.model.startswith("SD-"):
         from bench.throughput_sd import synthetic_sd_family
 
@@ -174,11 +179,19 @@ def bench_bank(setup: BenchSetup, *, images: int = 64, steps: int = 50, guidance
 
 
 def bench_diffusers_baseline(setup: BenchSetup) -> dict[str, Any]:
-    """The same figures for diffusers' train_text_to_image.py step (bench/throughput_sd.py), SD models only."""
+    """The same figures for the step of diffusers' own training script: train_text_to_image.py for SD
+    models (bench/throughput_sd.py), train_text_to_image_sdxl.py for SDXL (bench/throughput_modern.py)."""
+    from bench.throughput_modern import sdxl_baseline_step
     from bench.throughput_sd import diffusers_baseline_step
 
-    if not setup.model.startswith("SD-") or "ControlNet" in setup.model:
-        raise ValueError(f"model: the diffusers baseline is for SD-1.5 / SD-tiny, not {setup.model!r}")
-    step = diffusers_baseline_step(setup.model, setup.resolution, setup.batch, setup.device)
-    return {"benchmark": "diffusers_train_text_to_image", "model": setup.model, "resolution": setup.resolution,
+    if setup.model in ("SDXL", "SDXL-tiny"):
+        script, step = "train_text_to_image_sdxl", sdxl_baseline_step(setup.model, setup.resolution, setup.batch,
+                                                                        setup.device)
+    elif setup.model.startswith("SD-") and "ControlNet" not in setup.model:
+        script, step = "train_text_to_image", diffusers_baseline_step(setup.model, setup.resolution, setup.batch,
+                                                                       setup.device)
+    else:
+        raise ValueError(f"model: the diffusers baseline is for SD-1.5, SD-tiny, SDXL or SDXL-tiny, "
+                         f"not {setup.model!r}")
+    return {"benchmark": f"diffusers_{script}", "model": setup.model, "resolution": setup.resolution,
             "batch": setup.batch, "device": setup.device, **time_steps(step, setup)}
