@@ -2,7 +2,9 @@
 
 Source domain: scikit-learn's bundled handwritten digits 0-4. Target domain: a few shots of digits
 5-9. Everything is built here, with no downloads: a small VAE and a small DiT are pre-trained on the
-source digits (that is the "base model"), and the target is tuned with Diff-Tuning.
+source digits (that is the "base model"), and the target is tuned with Diff-Tuning. The transfer
+benchmark's text-to-image preset also builds a small SD3-architecture (flow matching) base here, on
+captioned copies of the same digits (:func:`caption_class_folders`, :func:`build_sd3_base_model`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from PIL import Image
 
 from contract.outputs import step_name
 from contract.train_config import TrainConfig, parse_config
+from models.captions import METADATA, scan_caption_folder
+from models.checkpoints import STATE_DIR
 from models.data import load_image, scan_image_folder
 from models.distributed import default_device
 from models.run import RunResult, run_training
@@ -76,6 +80,19 @@ def prepare_domains(root: Path, shots: int = 10, held_out: int = 50,
     }
     ready.write_text(json.dumps(settings))
     return paths
+
+
+def caption_class_folders(classes: Path, out: Path, template: str) -> Path:
+    """A captioned copy of the class-folder dataset ``classes`` under ``out`` (rewritten every call): the same
+    class folders plus a metadata.jsonl giving each image its class's prompt (``class_prompt(template, folder)``)."""
+    from models.evaluation.sample_quality import class_prompt
+
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(classes, out)
+    lines = [json.dumps({"file_name": f"{folder.name}/{image.name}", "text": class_prompt(template, folder.name)})
+             for folder in sorted(p for p in out.iterdir() if p.is_dir()) for image in sorted(folder.iterdir())]
+    (out / METADATA).write_text("\n".join(lines) + "\n")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,6 +177,71 @@ def build_base_model(work: Path, source: Path, cache_dir: Path, *, steps: int = 
     result = run_training(config, data_dir=source, out_dir=work / "pretrain", cache_dir=cache_dir,
                           on_progress=lambda p: say(f"  pretrain step {p.step}/{p.total_steps} loss {p.loss:.4f}"))
     result.fit.last_checkpoint.rename(base)
+    return base
+
+
+def sd3_transformer(sample_size: int, size: BaseModelSize, text_dim: int = 64):
+    """An MMDiT with ``size``'s blocks (``dit_layers``), heads and head width on (4, sample_size, sample_size)
+    latents; ``text_dim``: the width of the CLIP hidden states and of the pooled projections."""
+    from diffusers import SD3Transformer2DModel
+
+    width = size.dit_heads * size.dit_head_dim
+    return SD3Transformer2DModel(sample_size=sample_size, patch_size=2, in_channels=4, out_channels=4,
+                                 num_layers=size.dit_layers, attention_head_dim=size.dit_head_dim,
+                                 num_attention_heads=size.dit_heads, joint_attention_dim=text_dim,
+                                 caption_projection_dim=width, pooled_projection_dim=text_dim,
+                                 pos_embed_max_size=sample_size)
+
+
+def save_sd3_pipeline(path: Path, vae, transformer, *, max_length: int = 32) -> Path:
+    """A StableDiffusion3Pipeline folder around ``vae`` and ``transformer``: two random tiny CLIP encoders with
+    projections (hidden 32 each, ``max_length`` tokens: byte-level, so one token per character), no T5."""
+    import tempfile
+
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    from models.tiny import tiny_clip_with_projection, tiny_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizers = [tiny_tokenizer(Path(tmp) / str(i), max_length=max_length) for i in (1, 2)]
+    encoders = [tiny_clip_with_projection(max_length=max_length) for _ in tokenizers]
+    StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=encoders[0], tokenizer=tokenizers[0], text_encoder_2=encoders[1], tokenizer_2=tokenizers[1],
+        text_encoder_3=None, tokenizer_3=None).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def build_sd3_base_model(work: Path, source: Path, cache_dir: Path, *, steps: int = 1500, vae_steps: int = 400,
+                         resolution: int = RESOLUTION, size: BaseModelSize = BaseModelSize(),
+                         train: dict | None = None, say: Say = print) -> Path:
+    """Pre-train an SD3-architecture base on the captioned ``source``; return its pipeline folder (cached).
+
+    A small VAE (:func:`train_vae`, shift 0) and random frozen text encoders, then the MMDiT trained by flow
+    matching with the library itself (``family: sd3``, ``method: standard``, ``peft: full``; ``train``: extra
+    TrainConfig fields, e.g. ``max_sequence_length``). The base is the last checkpoint's pipeline.
+    """
+    base = work / "base_model"
+    if (base / "model_index.json").exists():
+        say(f"base model: reusing {base}")
+        return base
+    folder = scan_caption_folder(source, resolution=resolution)
+    say(f"base model: training a small VAE on {len(folder)} captioned source digits")
+    images = torch.stack([load_image(p, resolution) for p in folder.files]).to(default_device())
+    vae = train_vae(images, steps=vae_steps, say=say, channels=size.vae_channels)
+    vae.register_to_config(shift_factor=0.0)
+    torch.manual_seed(0)
+    init = save_sd3_pipeline(work / "base_init", vae, sd3_transformer(resolution // 2, size))
+    say(f"base model: pre-training an SD3 MMDiT by flow matching for {steps} steps")
+    config = demo_config(str(init), **{
+        "validation_labels": None, "validation_prompts": sorted(set(folder.captions)), **(train or {}),
+        "family": "sd3", "method": "standard", "peft": "full", "learning_rate": size.learning_rate,
+        "batch_size": size.batch_size, "max_steps": steps, "resolution": resolution, "checkpoint_every": steps,
+        "sample_every": steps, "log_every": 250})
+    result = run_training(config, data_dir=source, out_dir=work / "pretrain", cache_dir=cache_dir,
+                          on_progress=lambda p: p.step % 250 == 0 and say(
+                              f"  pretrain step {p.step}/{p.total_steps} loss {p.loss:.4f}"))
+    shutil.copytree(result.fit.last_checkpoint, base, ignore=shutil.ignore_patterns(STATE_DIR, "meta.json"))
     return base
 
 

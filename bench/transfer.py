@@ -5,6 +5,11 @@ scored against held-out real target images (FD/KID under the domain classifier, 
 each guidance scale; the base model itself is step 0. Outputs: ``results.json``, PNG plots and a
 Markdown report (see :mod:`bench.transfer_report`). A finished run is reused when the benchmark
 is started again on the same folder.
+
+Class-conditional bases (DiT) tune on class folders and are sampled per class label; text-to-image
+bases (``digits-sd3``: an SD3-architecture flow-matching model) tune on captioned images and are
+sampled per class with the class's prompt (``TransferSetup.prompt_template``); the held-out
+reference images are class folders either way.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +28,11 @@ import torch
 import yaml
 
 from bench.demo import BaseModelSize
-from contract.train_config import dump_config, parse_config
+from contract.families import family_of_pipeline
+from contract.train_config import TrainConfig, dump_config, parse_config
 from models.distributed import default_device
-from models.evaluation.sample_quality import Evaluator, build_evaluator
-from models.families.dit import DiTFamily
+from models.evaluation.sample_quality import Evaluator, build_evaluator, class_prompt
+from models.families import Family, family_class
 from models.run import run_training
 
 Say = Callable[[str], None]
@@ -77,6 +84,8 @@ class TransferSetup:
     per_class: int = 40
     guidances: tuple[float, ...] = (1.0, 4.0)
     train: dict[str, Any] = field(default_factory=dict)  # base TrainConfig fields (resolution, lr, bank...)
+    prompt_template: str | None = None  # text-to-image bases: a class's prompt (class_prompt), "a photo of a {name}"
+    target_classes: Path | None = None  # the target as class folders (the classifier's check) when it is captioned
 
     def config(self, spec: str, seed: int):
         """The TrainConfig of one (method, seed) run."""
@@ -100,6 +109,8 @@ class DigitsPreset:
     train: dict[str, Any]  # TrainConfig overrides of the tuning runs
     defaults: dict[str, Any]  # CLI defaults: seeds, steps, eval_every, per_class
     hardware: str
+    family: str = "dit"  # the base model's family: dit (class folders) or sd3 (captioned copies of them)
+    prompt_template: str | None = None  # text families: the caption of a class folder (class_prompt)
 
 
 PRESETS: dict[str, DigitsPreset] = {
@@ -116,6 +127,12 @@ PRESETS: dict[str, DigitsPreset] = {
         train={"batch_size": 64, "learning_rate": 1e-4, "sample_steps": 50,
                "bank": {"size": 2048, "batch_size": 256, "num_inference_steps": 50}},
         defaults={"seeds": 5, "steps": 5000, "eval_every": 500, "per_class": 160}, hardware="gpu"),
+    # 2-core CPU, text-to-image flow matching: the digits transfer with an SD3-architecture MMDiT (4 blocks,
+    # width 64) under two random frozen CLIP encoders (no T5), captions "a handwritten digit 3" (docs/RESULTS.md).
+    "digits-sd3": DigitsPreset(
+        resolution=16, shots=10, held_out=150, base_steps=3000, vae_steps=400, base_size=BaseModelSize(),
+        train={"max_sequence_length": 1}, family="sd3", prompt_template="a handwritten {name}",
+        defaults={"seeds": 3, "steps": 1500, "eval_every": 250, "per_class": 40}, hardware="cpu"),
 }
 
 
@@ -129,22 +146,50 @@ def digits_preset(out: Path, *, preset: str = "digits", base: Path | None = None
     """A digits preset: base pre-trained on digits 0-4 (cached under ``out``), target = shots of 5-9.
 
     ``options`` are TransferSetup fields (methods, seeds, steps...); missing ones take the preset's defaults.
+    Text presets train on captioned copies of the source and target class folders (``data/*_captioned``).
     """
-    from bench.demo import build_base_model, demo_config, prepare_domains
+    from bench.demo import build_base_model, build_sd3_base_model, demo_config, prepare_domains
 
     if preset not in PRESETS:
         raise ValueError(f"preset: unknown {preset!r} (available: {', '.join(PRESETS)})")
     spec = PRESETS[preset]
     domains = prepare_domains(out / "data", shots=spec.shots, held_out=spec.held_out, resolution=spec.resolution)
+    train = {**spec.train, **_text_fields(spec, domains)}
+    data = _captioned(spec, domains)
     if base is None:
-        base = build_base_model(out, domains["source"], out / "cache", say=say, resolution=spec.resolution,
-                                steps=base_steps or spec.base_steps, vae_steps=vae_steps or spec.vae_steps,
-                                size=spec.base_size)
-    config = demo_config(str(base), resolution=spec.resolution, **spec.train)
+        build = build_base_model if spec.family == "dit" else partial(build_sd3_base_model, train=spec.train)
+        base = build(out, data["source"], out / "cache", say=say, resolution=spec.resolution,
+                     steps=base_steps or spec.base_steps, vae_steps=vae_steps or spec.vae_steps, size=spec.base_size)
+    config = demo_config(str(base), resolution=spec.resolution, **train)
     train = {k: v for k, v in dump_config(config).items()
              if k not in ("base_model", "seed", "max_steps", "checkpoint_every", "sample_every")}
-    return TransferSetup(source=domains["source"], target=domains["target"], heldout=domains["target_heldout"],
-                         out=out, base=base, train=train, **with_preset_defaults(options, preset))
+    return TransferSetup(source=data["source"], target=data["target"], heldout=domains["target_heldout"],
+                         out=out, base=base, train=train, prompt_template=spec.prompt_template,
+                         target_classes=domains["target"], **with_preset_defaults(options, preset))
+
+
+def _class_prompts(spec: DigitsPreset, classes: Path) -> list[str]:
+    return [class_prompt(spec.prompt_template, d.name) for d in sorted(classes.iterdir()) if d.is_dir()]
+
+
+def _text_fields(spec: DigitsPreset, domains: dict[str, Path]) -> dict[str, Any]:
+    """TrainConfig fields of a text preset: its family, the target prompts in sample grids, and a knowledge
+    bank drawn with the source prompts (what the base knows, as a DiT's bank draws the base's classes)."""
+    if spec.family == "dit":
+        return {}
+    return {"family": spec.family, "validation_labels": None,
+            "validation_prompts": _class_prompts(spec, domains["target"]),
+            "bank_prompts": _class_prompts(spec, domains["source"])}
+
+
+def _captioned(spec: DigitsPreset, domains: dict[str, Path]) -> dict[str, Path]:
+    """The source and target a preset trains on: the class folders, or captioned copies next to them."""
+    from bench.demo import caption_class_folders
+
+    if spec.family == "dit":
+        return domains
+    return {name: caption_class_folders(domains[name], domains[name].with_name(f"{name}_captioned"),
+                                        spec.prompt_template) for name in ("source", "target")}
 
 
 #################################################################################
@@ -152,8 +197,14 @@ def digits_preset(out: Path, *, preset: str = "digits", base: Path | None = None
 #################################################################################
 
 
-def _load_family(path: Path) -> DiTFamily:
-    return DiTFamily.from_pretrained(str(path), device=default_device())
+def _load_family(path: Path, config: TrainConfig | None = None) -> Family:
+    """A base or checkpoint folder as the family its ``model_index.json`` names; ``config`` gives the
+    settings a text family samples with (resolution, ``max_sequence_length``), as in training."""
+    index = json.loads((Path(path) / "model_index.json").read_text())
+    spec = family_of_pipeline(index.get("_class_name", ""))
+    if spec is None:
+        raise ValueError(f"base: {path} is a {index.get('_class_name')!r} pipeline, which no model family loads")
+    return family_class(spec.name).from_pretrained(str(path), config=config, device=default_device())
 
 
 def run_one(setup: TransferSetup, spec: str, seed: int, evaluator: Evaluator, step0: dict, *,
@@ -173,7 +224,7 @@ def run_one(setup: TransferSetup, spec: str, seed: int, evaluator: Evaluator, st
     if record.get("config") == dump_config(config) and record.get("evaluation") == evaluation:
         say(f"[{spec} seed {seed}] reusing {done}")
         if images is not None:
-            images.update(evaluator.evaluate(_load_family(Path(record["checkpoint"])), seed)[1])
+            images.update(evaluator.evaluate(_load_family(Path(record["checkpoint"]), config), seed)[1])
         return record
     shutil.rmtree(run_dir, ignore_errors=True)
     evals, timing = [{"step": 0, "metrics": step0}], {"eval": 0.0}
@@ -182,7 +233,7 @@ def run_one(setup: TransferSetup, spec: str, seed: int, evaluator: Evaluator, st
         if kind != "checkpoint":
             return
         start = time.perf_counter()
-        metrics, samples = evaluator.evaluate(_load_family(path), seed)
+        metrics, samples = evaluator.evaluate(_load_family(path, config), seed)
         if images is not None:
             images.update(samples)
         timing["eval"] += time.perf_counter() - start
@@ -236,14 +287,16 @@ def run_transfer(setup: TransferSetup, *, say: Say = print, on_step: Callable[[i
     resolution = int(setup.train["resolution"])
     say(f"evaluation: training the domain classifier on real held-out target images ({setup.heldout})")
     evaluator, extractor_meta = build_evaluator(
-        setup.heldout, resolution, classifier_dir=setup.out / "domain_classifier", val_dir=setup.target,
+        setup.heldout, resolution, classifier_dir=setup.out / "domain_classifier",
+        val_dir=setup.target_classes or setup.target,
         per_class=setup.per_class, guidances=setup.guidances, sample_steps=int(setup.train.get("sample_steps", 25)),
-        device=default_device())
+        prompt_template=setup.prompt_template, device=default_device())
     runs, grids, base_seconds = [], {}, 0.0
     report = on_step or (lambda done: None)
     for seed in range(setup.seeds):
         start = time.perf_counter()
-        step0, base_images = evaluator.evaluate(_load_family(setup.base), seed)
+        base = _load_family(setup.base, setup.config(setup.methods[0], seed))
+        step0, base_images = evaluator.evaluate(base, seed)
         base_seconds += time.perf_counter() - start
         if seed == 0:
             grids["base model"] = base_images

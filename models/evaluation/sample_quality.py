@@ -3,17 +3,20 @@
 Real images come from a class-folder dataset; features come from the domain classifier of
 :mod:`models.evaluation.domain_features`, trained once on those real target images (not Inception).
 A model is scored by sampling a fixed number of images per class at each guidance scale and
-computing FD, KID and class fidelity against the real set.
+computing FD, KID and class fidelity against the real set. A class-conditional family (DiT) samples
+each class by its label; a text-to-image family samples it with the class's prompt, the evaluator's
+``prompt_template`` formatted with the class folder's name (:func:`class_prompt`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from contract.families import family as family_spec
 from models.data import load_image, scan_image_folder
 from models.evaluation import (
     DomainClassifier,
@@ -24,6 +27,7 @@ from models.evaluation import (
     save_domain_classifier,
     train_domain_classifier,
 )
+from models.families.base import Family
 from models.families.dit import DiTFamily
 
 
@@ -34,6 +38,12 @@ def load_folder_images(root: str | Path, resolution: int) -> tuple[torch.Tensor,
     return (images + 1) / 2, torch.tensor(folder.labels), folder.class_names
 
 
+def class_prompt(template: str, name: str) -> str:
+    """The prompt of class folder ``name``: ``template`` with ``{name}`` replaced by the name, underscores
+    read as spaces (``a handwritten {name}`` + ``digit_5`` -> ``a handwritten digit 5``)."""
+    return template.format(name=name.replace("_", " "))
+
+
 def model_labels(family: DiTFamily, labels: torch.Tensor) -> torch.Tensor:
     """Labels a model can take: a base model without row k gets the null label for class k."""
     return torch.where(labels < family.null_label, labels, torch.full_like(labels, family.null_label))
@@ -41,7 +51,8 @@ def model_labels(family: DiTFamily, labels: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Evaluator:
-    """Scores a DiT against real target images at several guidance scales."""
+    """Scores a DiT (class labels) or a text-to-image model (class prompts) against real target images at
+    several guidance scales."""
 
     classifier: DomainClassifier
     real_features: torch.Tensor  # (N, D)
@@ -51,10 +62,20 @@ class Evaluator:
     sample_steps: int = 25
     kid_subset_size: int = 100
     device: str = "cpu"  # where the classifier scores images (the sampled model keeps its own device)
+    class_names: list[str] = field(default_factory=list)  # the real set's class folders, in label order
+    prompt_template: str | None = None  # text families: the prompt of a class (see class_prompt)
 
     @property
     def labels(self) -> torch.Tensor:
         return torch.arange(self.num_classes).repeat_interleave(self.per_class)  # (K * n,)
+
+    @property
+    def prompts(self) -> list[str]:
+        """The prompt of every sample (in ``labels`` order) for text-to-image families."""
+        if self.prompt_template is None or len(self.class_names) != self.num_classes:
+            raise ValueError("prompt_template: a text-to-image model is evaluated with class prompts; give a "
+                             "template such as 'a photo of a {name}' (and the class names)")
+        return [class_prompt(self.prompt_template, self.class_names[k]) for k in self.labels.tolist()]
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return domain_feature_extractor(self.classifier, device=self.device)(images)  # (N, D)
@@ -66,14 +87,17 @@ class Evaluator:
         metrics["class_fidelity"] = class_fidelity(self.classifier, images, labels, device=self.device).accuracy
         return metrics
 
-    def sample(self, family: DiTFamily, guidance: float, seed: int) -> torch.Tensor:
+    def sample(self, family: Family, guidance: float, seed: int) -> torch.Tensor:
         """Images (K * n, 3, H, W) in [0, 1] for every class, from a fixed seed."""
+        if family_spec(family.name).text_conditioned:
+            return family.generate_images(family.denoiser, self.prompts, guidance=guidance, steps=self.sample_steps,
+                                          generator=torch.Generator().manual_seed(seed))
         latents = family.sample_latents(family.denoiser.eval(), model_labels(family, self.labels),
                                         null=family.null_label, guidance=guidance, steps=self.sample_steps,
                                         sampler="ddim", generator=torch.Generator().manual_seed(seed))
         return family.decode_latents(latents)
 
-    def evaluate(self, family: DiTFamily, seed: int) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor]]:
+    def evaluate(self, family: Family, seed: int) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor]]:
         """``({guidance: metrics}, {guidance: images})`` for one model."""
         metrics, images = {}, {}
         for g in self.guidances:
@@ -101,6 +125,7 @@ def build_evaluator(real_dir: str | Path, resolution: int, *, classifier_dir: Pa
             save_domain_classifier(classifier, classifier_dir, metadata=meta)
     meta = {**meta, "kind": "domain classifier trained on real target images (not Inception)",
             "real_images": len(images), "classes": names}
-    evaluator = Evaluator(classifier=classifier, real_features=torch.zeros(0), num_classes=len(names), **options)
+    evaluator = Evaluator(classifier=classifier, real_features=torch.zeros(0), num_classes=len(names),
+                          class_names=names, **options)
     evaluator.real_features = evaluator.features(images)
     return evaluator, meta

@@ -124,3 +124,76 @@ def test_base_model_is_built_with_the_requested_size(tmp_path):
     assert (dit.num_layers, dit.num_attention_heads, dit.attention_head_dim) == (1, 2, 8)
     assert list(family.vae.config.block_out_channels) == [32, 64] and family.image_size == 16
     assert any("pre-training a DiT on 901 source digits for 1 steps" in line for line in lines)
+
+
+# --- text-to-image (flow matching): the SD3 form of the benchmark ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_sd3(tmp_path_factory):
+    from models.tiny import build_tiny_sd3_pipeline
+
+    return build_tiny_sd3_pipeline(tmp_path_factory.mktemp("base") / "tiny_sd3", seed=0, resolution=16)
+
+
+def test_evaluator_samples_text_models_with_the_class_prompts():
+    import torch
+
+    from models.evaluation.sample_quality import Evaluator, class_prompt
+
+    class TextFamily:  # records what the evaluator asks a text-to-image family for
+        name, denoiser, calls = "sd3", object(), []
+
+        def generate_images(self, model, prompts, *, guidance, steps, generator):
+            self.calls.append((model, prompts, guidance, steps))
+            return torch.zeros(len(prompts), 3, 16, 16)
+
+    assert class_prompt("a handwritten {name}", "digit_5") == "a handwritten digit 5"
+    evaluator = Evaluator(classifier=None, real_features=torch.zeros(0), num_classes=2, per_class=2,
+                          class_names=["digit_5", "digit_6"], prompt_template="a handwritten {name}", sample_steps=3)
+    family = TextFamily()
+    assert evaluator.sample(family, 4.0, seed=0).shape == (4, 3, 16, 16)
+    assert family.calls == [(family.denoiser, ["a handwritten digit 5"] * 2 + ["a handwritten digit 6"] * 2, 4.0, 3)]
+    evaluator.prompt_template = None
+    with pytest.raises(ValueError, match="prompt_template"):
+        evaluator.sample(family, 1.0, seed=0)
+
+
+def test_transfer_benchmark_text_to_image_flow_matching(tiny_sd3, tmp_path):
+    from bench.demo import caption_class_folders
+    from bench.transfer import TransferSetup, run_transfer
+
+    classes = write_class_folder(tmp_path / "target", {"cat": 3, "dog": 3}, size=16, seed=1)
+    target = caption_class_folders(classes, tmp_path / "target_captioned", "a {name}")
+    assert (target / "metadata.jsonl").read_text().splitlines()[0] == '{"file_name": "cat/0.png", "text": "a cat"}'
+    heldout = write_class_folder(tmp_path / "heldout", {"cat": 4, "dog": 4}, size=16, seed=2)
+    train = dict(family="sd3", resolution=16, batch_size=4, sample_steps=2, max_sequence_length=4, learning_rate=1e-3,
+                 validation_labels=None, validation_prompts=["a cat"], bank_prompts=["a cow", "a yak"],
+                 bank={"size": 4, "batch_size": 4, "num_inference_steps": 2})
+    setup = TransferSetup(source=None, target=target, heldout=heldout, out=tmp_path / "bench", base=tiny_sd3,
+                          methods=["standard", "difftune"], seeds=1, steps=2, eval_every=2, per_class=2, train=train,
+                          prompt_template="a {name}", target_classes=classes)
+    run_transfer(setup, say=lambda line: None)
+
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert {r["method"] for r in results["runs"]} == {"standard", "difftune"}
+    for run in results["runs"]:
+        assert run["config"]["family"] == "sd3" and [e["step"] for e in run["evals"]] == [0, 2]
+        for ev in run["evals"]:
+            assert set(ev["metrics"]) == {"1", "4"}
+            assert all(math.isfinite(m["fd"]) and 0 <= m["class_fidelity"] <= 1 for m in ev["metrics"].values())
+    assert results["extractor"]["val_accuracy"] is not None  # checked on the target's class folders
+    assert _is_png(tmp_path / "bench" / "samples.png")
+
+
+def test_sd3_digits_preset_trains_on_captioned_digits(tiny_sd3, tmp_path):
+    from bench.transfer import digits_preset
+
+    setup = digits_preset(tmp_path, preset="digits-sd3", base=tiny_sd3, steps=7)
+    lines = [json.loads(line) for line in (setup.target / "metadata.jsonl").read_text().splitlines()]
+    assert len(lines) == 50
+    assert (lines[0]["text"], lines[-1]["text"]) == ("a handwritten digit 5", "a handwritten digit 9")
+    assert (setup.target / lines[0]["file_name"]).is_file() and setup.target_classes == tmp_path / "data" / "target"
+    assert setup.config("difftune", seed=0).family == "sd3" and setup.steps == 7 and setup.seeds == 3
+    assert setup.train["bank_prompts"] == [f"a handwritten digit {k}" for k in range(5)]
+    assert setup.train["validation_prompts"] == [f"a handwritten digit {k}" for k in range(5, 10)]
