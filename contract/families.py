@@ -38,6 +38,7 @@ class FamilySpec:
     pipeline: str  # the diffusers pipeline class its checkpoints are saved as (model_index.json)
     description: str
     flow_matching: bool = False  # trains on continuous σ with a velocity target (else DDPM timesteps)
+    kohya_prefix: str | None = None  # key prefix of its LoRA in kohya's format (None: no such format)
 
     @property
     def text_conditioned(self) -> bool:
@@ -75,21 +76,22 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (
     FamilySpec("dit", "dit", DatasetLayout.CLASS_FOLDERS, Conditioning.CLASS_LABEL,
                "models.families.dit:DiTFamily", "DiTPipeline", "class-conditional DiT"),
     FamilySpec("sd", "sd", DatasetLayout.METADATA, Conditioning.TEXT, "models.families.sd:SDFamily",
-               "StableDiffusionPipeline", "text-to-image Stable Diffusion 1.x/2.x UNet"),
+               "StableDiffusionPipeline", "text-to-image Stable Diffusion 1.x/2.x UNet", kohya_prefix="lora_unet"),
     FamilySpec("controlnet", "sd-controlnet", DatasetLayout.METADATA, Conditioning.TEXT_AND_CONTROL,
                "models.families.controlnet:ControlNetFamily", "StableDiffusionControlNetPipeline",
                "a ControlNet trained on a Stable Diffusion base"),
     FamilySpec("sdxl", "sdxl", DatasetLayout.METADATA, Conditioning.TEXT, "models.families.sdxl:SDXLFamily",
-               "StableDiffusionXLPipeline", "text-to-image Stable Diffusion XL UNet (two text encoders, micro-conditioning)"),
+               "StableDiffusionXLPipeline", "text-to-image Stable Diffusion XL UNet (two text encoders, micro-conditioning)",
+               kohya_prefix="lora_unet"),
     FamilySpec("controlnet_sdxl", "sdxl-controlnet", DatasetLayout.METADATA, Conditioning.TEXT_AND_CONTROL,
                "models.families.sdxl_controlnet:SDXLControlNetFamily", "StableDiffusionXLControlNetPipeline",
                "a ControlNet trained on a Stable Diffusion XL base"),
     FamilySpec("sd3", "sd3", DatasetLayout.METADATA, Conditioning.TEXT, "models.families.sd3:SD3Family",
                "StableDiffusion3Pipeline", "text-to-image Stable Diffusion 3 / 3.5 MMDiT (flow matching)",
-               flow_matching=True),
+               flow_matching=True, kohya_prefix="lora_transformer"),
     FamilySpec("flux", "flux", DatasetLayout.METADATA, Conditioning.TEXT, "models.families.flux:FluxFamily",
                "FluxPipeline", "text-to-image Flux.1 dev/schnell MMDiT (flow matching, guidance-distilled)",
-               flow_matching=True),
+               flow_matching=True, kohya_prefix="lora_transformer"),
 )}
 
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)

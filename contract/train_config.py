@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from contract.families import FAMILY_NAMES, family
+from contract.families import FAMILIES, FAMILY_NAMES, family
 
 
 class ConfigError(ValueError):
@@ -121,6 +121,11 @@ class TrainConfig(_Strict):
     lora_merge: bool = Field(
         False, description="Also merge LoRA into the checkpoint's pipeline weights (else they stay the base's)."
     )
+    lora_format: Literal["diffusers", "kohya"] = Field(
+        "diffusers", description="diffusers: the adapter in diffusers' format (always written); kohya: also "
+        "lora/pytorch_lora_weights_kohya.safetensors with kohya's keys, as AUTOMATIC1111 and ComfyUI load it "
+        "(sd, sdxl, sd3 and flux)."
+    )
 
     # --- text-to-image and ControlNet ---------------------------------------------------------------
     validation_prompts: list[Text] | None = Field(
@@ -195,6 +200,10 @@ class TrainConfig(_Strict):
                              f"family (use {'none, sigma_sqrt or cosmap' if flow else 'none, p2 or min_snr'})")
         if self.sigma_density != "native" and not flow:
             raise ValueError(f"sigma_density: only flow-matching families draw σ; {self.family} uses DDPM timesteps")
+        if self.lora_format == "kohya" and (self.peft != "lora" or family(self.family).kohya_prefix is None):
+            kohya = ", ".join(name for name, spec in FAMILIES.items() if spec.kohya_prefix)
+            raise ValueError(f"lora_format: 'kohya' needs peft: lora on a family with a kohya format ({kohya}); "
+                             f"here peft: {self.peft}, family: {self.family}")
         if self.uses_bank and self.batch_size < 2:
             raise ValueError("batch_size: Diff-Tuning with a knowledge bank needs at least 2 rows per batch "
                              "(one target, one bank)")

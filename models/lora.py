@@ -2,7 +2,8 @@
 
 Only the low-rank A/B matrices train. On export the pipeline folder gets plain weights: the base
 weights, or with ``lora_merge`` the merged ΔW = (α/r)·B·A added in; the adapter itself is always
-written to ``CKPT/lora/pytorch_lora_weights.safetensors``. For SD, SDXL, SD3 and Flux that file loads
+written to ``CKPT/lora/pytorch_lora_weights.safetensors`` (and with ``lora_format: kohya`` also in
+kohya's keys, see ``models/lora_kohya.py``). For SD, SDXL, SD3 and Flux that file loads
 with the pipeline's ``load_lora_weights(CKPT/"lora")`` onto the base model; for DiT and
 ControlNet (whose pipelines have no LoRA loader) :func:`load_lora` attaches it to a module.
 """
@@ -19,10 +20,13 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from models.lora_kohya import save_kohya
+
 DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_DIR = "lora"
 WEIGHTS = "pytorch_lora_weights.safetensors"
 MERGE_FLAG = "_difftune_lora_merge"
+KOHYA_FLAG = "_difftune_lora_kohya_prefix"  # also export kohya's format under this key prefix
 
 
 def lora_config(rank: int, alpha: float | None = None, targets: list[str] | None = None) -> LoraConfig:
@@ -30,8 +34,10 @@ def lora_config(rank: int, alpha: float | None = None, targets: list[str] | None
                       init_lora_weights="gaussian")
 
 
-def apply_lora(model: nn.Module, config: LoraConfig, *, merge: bool = False) -> list[nn.Parameter]:
-    """Freeze ``model``, add a LoRA adapter; return its trainable A/B parameters."""
+def apply_lora(model: nn.Module, config: LoraConfig, *, merge: bool = False,
+               kohya_prefix: str | None = None) -> list[nn.Parameter]:
+    """Freeze ``model``, add a LoRA adapter; return its trainable A/B parameters. ``merge`` and
+    ``kohya_prefix`` say how :func:`save_lora` exports it."""
     model.requires_grad_(False)
     if hasattr(model, "add_adapter"):  # diffusers models (UNet, ControlNet): keeps their peft_config
         model.add_adapter(config)
@@ -39,6 +45,7 @@ def apply_lora(model: nn.Module, config: LoraConfig, *, merge: bool = False) -> 
         inject_adapter_in_model(config, model)
         model.peft_config = {"default": config}
     setattr(model, MERGE_FLAG, merge)
+    setattr(model, KOHYA_FLAG, kohya_prefix)
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     for p in params:
         p.requires_grad_(True)
@@ -59,7 +66,7 @@ def strip_lora(model: nn.Module, *, merge: bool) -> nn.Module:
                 module.merge()
             parent_name, _, child = name.rpartition(".")
             setattr(plain.get_submodule(parent_name) if parent_name else plain, child, module.get_base_layer())
-    for attr in ("peft_config", MERGE_FLAG):
+    for attr in ("peft_config", MERGE_FLAG, KOHYA_FLAG):
         plain.__dict__.pop(attr, None)
     if hasattr(plain, "_hf_peft_config_loaded"):
         plain._hf_peft_config_loaded = False
@@ -87,6 +94,9 @@ def save_lora(model: nn.Module, checkpoint: Path, prefix: str, pipeline_class=No
     else:
         save_file({f"{prefix}.{k}": v for k, v in state.items()}, str(folder / WEIGHTS))
     cfg = model.peft_config["default"]
+    if kohya_prefix := getattr(model, KOHYA_FLAG, None):
+        save_kohya(folder, state, kohya_prefix, rank=cfg.r, alpha=cfg.lora_alpha,
+                   architecture=getattr(pipeline_class, "__name__", prefix))
     (folder / "lora_config.json").write_text(json.dumps(
         {"prefix": prefix, "r": cfg.r, "lora_alpha": cfg.lora_alpha, "target_modules": sorted(cfg.target_modules),
          "merged": bool(getattr(model, MERGE_FLAG, False))}, indent=2))

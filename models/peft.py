@@ -88,7 +88,10 @@ def prepare_trainable(model: nn.Module, config) -> list[nn.Parameter]:
         from models.lora import apply_lora, lora_config
 
         cfg = lora_config(config.lora_rank, config.lora_alpha, config.lora_target_modules)
-        return apply_lora(model, cfg, merge=config.lora_merge)
+        from contract.families import family
+
+        kohya = family(config.family).kohya_prefix if config.lora_format == "kohya" else None
+        return apply_lora(model, cfg, merge=config.lora_merge, kohya_prefix=kohya)
     model.requires_grad_(True)
     return list(model.parameters())
 

@@ -139,6 +139,27 @@ def make_family_config(tiny_pipeline):
     return make
 
 
+def pipeline_class(family: str):
+    """The diffusers pipeline class a family's checkpoints are saved as."""
+    import diffusers
+
+    from contract.families import family as family_spec
+
+    return getattr(diffusers, family_spec(family).pipeline)
+
+
+def example_inputs(family, config, n: int = 2):
+    """Fixed latents, model times and prompt ids ("", "a red cat") for calling a denoiser directly."""
+    import torch
+
+    gen = torch.Generator().manual_seed(1)
+    family.text_table = family.prompt_table(["", "a red cat"], None)
+    x = torch.randn(n, *family.latent_shape, generator=gen)
+    process = family.noise_process(config)
+    levels = torch.cat([process.sample_levels(1, "target", gen), process.sample_levels(n - 1, "bank", gen)])
+    return x, process.model_time(levels), torch.arange(n) % 2
+
+
 def with_random_lora(model, config, seed: int = 3):
     """Add ``config``'s LoRA to ``model`` and give its (zero-initialised) B matrices random values."""
     import torch

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import diffusers
 import pytest
 import torch
 
@@ -17,25 +16,11 @@ from models.families import load_family, scan_dataset
 from models.flow_matching import stream_mean_sigma
 from models.run import run_training
 
-from .conftest import build_trainer, check_exact_resume, with_random_lora
+from .conftest import build_trainer, check_exact_resume, example_inputs, pipeline_class, with_random_lora
 
 FAMILIES = ("sd3", "sdxl", "flux")
 FLOW_FAMILIES = tuple(f for f in FAMILIES if family_spec(f).flow_matching)
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def pipeline_class(family: str):
-    return getattr(diffusers, family_spec(family).pipeline)
-
-
-def example_inputs(family, config, n: int = 2):
-    """Fixed latents, model times and prompt ids ("", "a red cat") for calling a denoiser directly."""
-    gen = torch.Generator().manual_seed(1)
-    family.text_table = family.prompt_table(["", "a red cat"], None)
-    x = torch.randn(n, *family.latent_shape, generator=gen)
-    process = family.noise_process(config)
-    levels = torch.cat([process.sample_levels(1, "target", gen), process.sample_levels(n - 1, "bank", gen)])
-    return x, process.model_time(levels), torch.arange(n) % 2
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -47,7 +47,7 @@ def test_a_modern_family_tunes_over_rest_and_loads_in_diffusers(worker_ctx, clie
     data = client.post("/v1/datasets", headers=auth, files={"file": ("d.zip", archives.zip(archives.captioned(n=3)))})
     assert data.status_code == 201, data.text
     hyper = {**TINY_HYPERPARAMETERS, "max_steps": 2, "checkpoint_every": 2, "sample_every": 2, "peft": "lora",
-             "lora_rank": 2, "max_sequence_length": 16}
+             "lora_rank": 2, "max_sequence_length": 16, "lora_format": "kohya"}
     body = {"base_model": model.json()["id"], "dataset": data.json()["id"], "method": "difftune",
             "hyperparameters": hyper}
     refused = client.post("/v1/jobs", headers=auth, json={**body, "hyperparameters": {**hyper, "resolution": 18, "upscale_small_images": True}})
@@ -58,6 +58,9 @@ def test_a_modern_family_tunes_over_rest_and_loads_in_diffusers(worker_ctx, clie
     done = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
     assert status == "succeeded", done["error"]
     assert done["metrics"]["loss_bank"] is not None
+    listed = client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=auth).json()["data"][0]["files"]
+    assert {"lora/pytorch_lora_weights.safetensors", "lora/pytorch_lora_weights_kohya.safetensors"} <= {
+        f["path"] for f in listed}  # both LoRA formats are downloads
     local = tmp_path / "ck"
     storage.download_prefix(f"jobs/{job['id']}/checkpoints/step_0000002/", local)
     pipe = getattr(diffusers, family_of_api_name(api_name).pipeline).from_pretrained(local)
