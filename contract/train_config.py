@@ -165,8 +165,24 @@ class TrainConfig(_Strict):
     mixed_precision: Literal["auto", "no", "bf16"] = Field(
         "auto", description="`auto`: bf16 autocast on CUDA, fp32 on CPU."
     )
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass (much less activation memory, ~30% slower)."
+    )
     compile: bool = Field(False, description="torch.compile the denoiser.")
+
+    # --- memory savers (see the README's "Fitting large models") -------------------------------------
+    optimizer: Literal["adamw", "adamw_8bit"] = Field(
+        "adamw", description="adamw: torch's AdamW (fused on CUDA); adamw_8bit: bitsandbytes' 8-bit AdamW "
+        "(its two moments in 8 bits: 2 instead of 8 bytes per trained parameter)."
+    )
+    ema_device: Literal["auto", "cpu"] = Field(
+        "auto", description="Where the EMA weights live: auto (beside the model) or cpu (host memory: 4 bytes "
+        "per trained parameter off the GPU, for a device-to-host copy every step)."
+    )
+    base_precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="The frozen base weights under peft lora or difffit: bf16 halves their memory "
+        "(they compute in bf16; the checkpoint's pipeline holds them rounded to bf16, stored as fp32)."
+    )
 
     # --- outputs ------------------------------------------------------------------------------------
     checkpoint_every: int = Field(1000, ge=1, le=MAX_STEPS)
@@ -204,6 +220,11 @@ class TrainConfig(_Strict):
             kohya = ", ".join(name for name, spec in FAMILIES.items() if spec.kohya_prefix)
             raise ValueError(f"lora_format: 'kohya' needs peft: lora on a family with a kohya format ({kohya}); "
                              f"here peft: {self.peft}, family: {self.family}")
+        if self.base_precision != "fp32" and self.peft == "full":
+            raise ValueError("base_precision: only peft lora or difffit freeze a base to hold in bf16; with "
+                             "peft: full every weight trains in fp32")
+        if self.base_precision != "fp32" and self.mixed_precision == "no":
+            raise ValueError("base_precision: a bf16 base needs bf16 compute; set mixed_precision: auto or bf16")
         if self.uses_bank and self.batch_size < 2:
             raise ValueError("batch_size: Diff-Tuning with a knowledge bank needs at least 2 rows per batch "
                              "(one target, one bank)")

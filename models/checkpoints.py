@@ -69,26 +69,45 @@ def code_version() -> str:
 
 
 def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split ``optimizer.state_dict()`` into safetensors-ready tensors and a JSON part."""
-    tensors, scalars = {}, {}
-    for idx, entry in state["state"].items():
+    """Split ``optimizer.state_dict()`` into safetensors-ready tensors and a JSON part. Nested dicts in
+    a parameter's state (bitsandbytes keeps its quantisation state in one) get ``/``-joined keys."""
+    tensors, scalars, seen = {}, {}, set()
+
+    def walk(prefix: str, entry: dict[str, Any]) -> None:
         for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
+            name = f"{prefix}/{key}" if prefix.count(".") else f"{prefix}.{key}"
+            if isinstance(value, dict):
+                walk(name, value)
+            elif torch.is_tensor(value):
+                value = value.detach().cpu().contiguous()
+                if value.untyped_storage().data_ptr() in seen:  # shared (bitsandbytes' quantile maps)
+                    value = value.clone()
+                seen.add(value.untyped_storage().data_ptr())
+                tensors[f"optim.{name}"] = value
             else:
-                scalars[f"{idx}.{key}"] = value
+                scalars[name] = value
+
+    for idx, entry in state["state"].items():
+        walk(str(idx), entry)
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
 def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
+
+    def put(name: str, value: Any) -> None:
+        idx, path = name.split(".", 1)
+        *parents, leaf = path.split("/")
+        entry = state.setdefault(int(idx), {})
+        for parent in parents:
+            entry = entry.setdefault(parent, {})
+        entry[leaf] = value
+
     for name, value in tensors.items():
         if name.startswith("optim."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = value
+            put(name[len("optim."):], value)
     for name, value in meta["scalars"].items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
+        put(name, value)
     return {"state": state, "param_groups": meta["param_groups"]}
 
 

@@ -10,14 +10,15 @@ class EMA:
     """fp32 shadow copies of the named trainable parameters of a module.
 
     ``warmup`` uses decay min(d, (1+n)/(10+n)) at update n, so short runs get useful averages; the
-    Diff-Tuning reference is a constant 0.9999 (warmup off).
+    Diff-Tuning reference is a constant 0.9999 (warmup off). ``device`` (e.g. ``"cpu"``) keeps the
+    shadow off the model's device: each update then copies the weights over first.
     """
 
-    def __init__(self, module: nn.Module, decay: float, *, warmup: bool = False):
+    def __init__(self, module: nn.Module, decay: float, *, warmup: bool = False, device: str | None = None):
         self.decay = decay
         self.warmup = warmup
         self.names = [n for n, p in module.named_parameters() if p.requires_grad]
-        self.shadow = [p.detach().float().clone() for p in self._params(module)]
+        self.shadow = [p.detach().to(device or p.device, torch.float32, copy=True) for p in self._params(module)]
         self.num_updates = 0
 
     def _params(self, module: nn.Module) -> list[torch.Tensor]:
@@ -33,7 +34,8 @@ class EMA:
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         """shadow ← decay·shadow + (1−decay)·param, for every tracked parameter at once."""
-        params = [p.detach().float() for p in self._params(module)]
+        device = self.shadow[0].device if self.shadow else None
+        params = [p.detach().to(device, torch.float32) for p in self._params(module)]
         torch._foreach_lerp_(self.shadow, params, 1.0 - self.current_decay())
         self.num_updates += 1
 

@@ -100,4 +100,6 @@ def export_trainable(model: nn.Module) -> nn.Module:
     """A plain diffusers module: DiffFit γ folded in, LoRA merged or dropped (see models/lora.py)."""
     from models.lora import export_lora
 
+    if any(p.dtype != torch.float32 for p in model.parameters() if p.is_floating_point()):
+        model = copy.deepcopy(model).float()  # a base held in bf16 is merged and exported in fp32
     return export_lora(merge_difffit(model))

@@ -33,8 +33,9 @@ from models.ema import EMA
 from models.families.base import Family
 from models.grid import save_grid
 from models.latents import LatentSet
+from models.memory_savers import build_optimizer, check_compute, hold_frozen_base
 from models.peft import prepare_trainable
-from models.precision import autocast
+from models.precision import autocast, uses_bf16
 
 log = logging.getLogger(__name__)
 
@@ -143,24 +144,26 @@ class Trainer:
 
         module = family.denoiser.to(self.device).train()
         params = prepare_trainable(module, config)
+        check_compute(config, uses_bf16(self.device, config.mixed_precision))
+        hold_frozen_base(module, config.base_precision)
         if config.gradient_checkpointing:
             module.enable_gradient_checkpointing()
         self.module = module
-        self.ema = EMA(module, config.ema_decay, warmup=config.ema_warmup)
+        self.ema = EMA(module, config.ema_decay, warmup=config.ema_warmup,
+                       device="cpu" if config.ema_device == "cpu" else None)
         model: nn.Module = module
         if self.dist.enabled:
             device_ids = [self.dist.local_rank] if self.device.startswith("cuda") else None
             model = DistributedDataParallel(module, device_ids=device_ids)
         self.model = torch.compile(model) if config.compile else model
-        self.optimizer = torch.optim.AdamW(
-            params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-            weight_decay=config.weight_decay, fused=self.device.startswith("cuda"))
+        self.optimizer = build_optimizer(params, config, self.device)
 
         self.process = family.noise_process(config)
         self.rng = torch.Generator().manual_seed(config.seed * 1000 + self.dist.rank)
         self.target_order = EpochSampler(len(target), config.seed, self.dist)
         self.bank_order = EpochSampler(len(bank), config.seed + 1, self.dist) if self.split.bank else None
         self.step = 0
+        self.phase = "train"  # or "validation" while samples are drawn (named by an out-of-memory error)
         self.evaluation: dict[str, Any] = {}
         self._warn_about_ema()
 
@@ -252,7 +255,12 @@ class Trainer:
         """A copy of the denoiser carrying the EMA weights (what checkpoints and samples use)."""
         model = copy.deepcopy(self.module)
         self.ema.copy_to(model)
-        return model.eval()
+        return (model.float() if self._inference_needs_fp32() else model).eval()
+
+    def _inference_needs_fp32(self) -> bool:
+        """A bf16-held base needs bf16 autocast, which sampling only uses on CUDA: elsewhere the
+        copies that sample or evaluate are cast to fp32."""
+        return self.config.base_precision != "fp32" and not uses_bf16(self.device)
 
     # --- outputs ------------------------------------------------------------------------------------
     def save_checkpoint(self, metrics: dict[str, Any] | None = None) -> Path | None:
@@ -293,7 +301,8 @@ class Trainer:
             return self.evaluation
         generator = torch.Generator().manual_seed(self.config.seed)
         was_training = self.module.training
-        value = float(self.family.evaluate(self.module, self.config, generator)[name])
+        model = copy.deepcopy(self.module).float() if self._inference_needs_fp32() else self.module
+        value = float(self.family.evaluate(model, self.config, generator)[name])
         self.module.train(was_training)
         ev = self.evaluation
         ev.update({"metric": name, name: value, "step": self.step, "threshold": self.config.convergence_threshold})
@@ -323,7 +332,9 @@ class Trainer:
             window_steps += 1
             done = self.step >= cfg.max_steps
             if self.step % (cfg.eval_every or cfg.sample_every) == 0 or done:
+                self.phase = "validation"
                 self.evaluate()
+                self.phase = "train"
             if self.step % cfg.log_every == 0 or done:
                 means = mean_across_ranks(torch.stack([sums[k] for k in ("loss", "loss_target", "loss_bank")])
                                           / window_steps, self.dist).tolist()
@@ -348,7 +359,9 @@ class Trainer:
                 if on_artifact and last_ckpt and self.dist.is_main:
                     on_artifact("checkpoint", self.step, last_ckpt)
             if self.step % cfg.sample_every == 0 or done:
+                self.phase = "validation"
                 grid = self.save_samples()
+                self.phase = "train"
                 if on_artifact and grid:
                     on_artifact("samples", self.step, grid)
             if stopped:
