@@ -184,6 +184,10 @@ class JobCreate(_Request):
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Defaults to hyperparameters.seed (0).")
     metadata: dict[str, Annotated[str, Field(max_length=512)]] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
+    resume_from: str | None = Field(
+        None, description="Id of a finished tuning job (`job_…`) whose latest checkpoint this job starts from: "
+        "after an out-of-memory failure with the change its error names, after a cancel, or to train further. "
+        "Same base model, dataset, GPUs, peft/LoRA shape and optimizer; max_steps above that checkpoint's step.")
 
     @field_validator("metadata")
     @classmethod
@@ -228,6 +232,7 @@ class JobOut(BaseModel):
     seed: int
     metadata: dict[str, Any]
     resources: dict[str, Any]
+    resume_from: dict[str, Any] | None = Field(None, description="The checkpoint (`job_id`, `step`) the job started from.")
     progress: JobProgress
     metrics: dict[str, Any] | None
     error: str | None

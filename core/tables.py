@@ -134,6 +134,7 @@ class Job(Base):
     seed: Mapped[int] = mapped_column(BigInteger, default=0)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    resume_from: Mapped[dict[str, Any] | None]  # {"job_id", "step"}: the checkpoint a job starts from
     step: Mapped[int] = mapped_column(default=0)
     total_steps: Mapped[int | None]
     eta_at: Mapped[datetime | None]

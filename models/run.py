@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from contract.families import DatasetLayout
 from contract.families import family as family_spec
 from contract.train_config import TrainConfig
@@ -18,6 +20,7 @@ from models import checkpoints as ckpt
 from models.bank import build_bank
 from models.distributed import DistInfo, barrier
 from models.families import load_family, scan_dataset
+from models.oom import out_of_memory
 from models.trainer import ArtifactCallback, FitResult, ProgressCallback, Trainer
 
 log = logging.getLogger(__name__)
@@ -72,24 +75,46 @@ def run_training(
         raise FileExistsError(f"{out_dir} already holds checkpoints ({existing.name}); pass --resume "
                               "to continue that run or choose another --out")
 
+    stage: dict = {"phase": "load", "trainer": None}
+    try:
+        fit = _load_and_fit(config, folder, out_dir, cache_dir, existing if resume else None, dist, stage,
+                            on_phase=on_phase, on_progress=on_progress, on_artifact=on_artifact,
+                            should_stop=should_stop)
+        oom = None
+    except torch.OutOfMemoryError:
+        trainer = stage["trainer"]
+        oom = out_of_memory(config, trainer.phase if trainer else stage["phase"], trainer and trainer.step,
+                            ckpt.latest_checkpoint(out_dir))
+    if oom is not None:  # raised here, outside the handler, so the failed step's tensors can be freed
+        stage.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise oom
+    return RunResult(out_dir=out_dir, fit=fit, num_classes=len(folder.class_names),
+                     class_names=folder.class_names)
+
+
+def _load_and_fit(config: TrainConfig, folder, out_dir: Path, cache_dir: Path, resume_from: Path | None,
+                  dist: DistInfo, stage: dict, *, on_phase, on_progress, on_artifact, should_stop) -> FitResult:
+    """Load the base, build the bank and the latents, train; ``stage`` records how far it got."""
     family = load_family(config, device=dist.device)
     _check_resolution(family, config)
     family.attach_dataset(folder, config)
-    bank = None
+    bank, stage["phase"] = None, "bank"
     if config.uses_bank:
         bank = build_bank(family, config, cache_dir, rank=dist.rank, world_size=dist.world_size,
                           barrier=lambda: barrier(dist),
                           progress=(lambda d, t: on_phase("bank", d, t)) if on_phase else None)
+    stage["phase"] = "encode"
     latents = family.prepare_target(folder, config, bank, cache_dir=cache_dir if dist.is_main else None,
                                     progress=(lambda d, t: on_phase("encode", d, t)) if on_phase else None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(family, config, latents, bank, out_dir, dist=dist)
-    if resume and existing:
-        trainer.resume(existing)
-        log.info("resumed from %s at step %d", existing, trainer.step)
-    fit = trainer.fit(on_progress=on_progress, on_artifact=on_artifact, should_stop=should_stop)
-    return RunResult(out_dir=out_dir, fit=fit, num_classes=len(folder.class_names),
-                     class_names=folder.class_names)
+    stage["phase"] = "train"
+    trainer = stage["trainer"] = Trainer(family, config, latents, bank, out_dir, dist=dist)
+    if resume_from:
+        trainer.resume(resume_from)
+        log.info("resumed from %s at step %d", resume_from, trainer.step)
+    return trainer.fit(on_progress=on_progress, on_artifact=on_artifact, should_stop=should_stop)
 
 
 def _check_resolution(family, config: TrainConfig) -> None:

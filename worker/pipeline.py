@@ -21,16 +21,18 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
+from contract.outputs import step_name
 from contract.train_config import TrainConfig, dump_config
 from core.enums import JobKind, JobStatus
 from core.queue import enqueue_job
 from core.services import base_models, jobs
 from core.storage import StorageError
 from core.tables import Job
+from models.oom import OutOfMemory
 from worker.context import WorkerContext, context
 from worker.inputs import fetch_inputs
 from worker.lease import Heartbeat, Lease
-from worker.publish import Publisher, restore_latest
+from worker.publish import Publisher, download_checkpoint, restore_latest
 from worker.shutdown import shutdown_marker, shutdown_requested
 
 log = logging.getLogger(__name__)
@@ -173,10 +175,14 @@ def _execute(ctx: WorkerContext, job: Job, lease: Lease) -> dict:
     config = build_config(job, inputs.base_location)
     out_dir = job_dir(ctx, job.id) / "run"
     out_dir.mkdir(parents=True, exist_ok=True)
-    resumed = restore_latest(ctx, job.id, out_dir)
+    resumed, origin = restore_latest(ctx, job.id, out_dir), ""
+    if resumed is None and job.resume_from:  # the first attempt starts from the other job's checkpoint
+        resumed, source = int(job.resume_from["step"]), job.resume_from["job_id"]
+        download_checkpoint(ctx, source, resumed, out_dir / "checkpoints" / step_name(resumed))
+        origin = f" of {source}"
     dataset = inputs.dataset
     lease.event(f"inputs ready: dataset {dataset.id} ({dataset.num_images} images), base model "
-                f"{inputs.base_model.id}" + (f"; resuming from step {resumed}" if resumed else ""),
+                f"{inputs.base_model.id}" + (f"; resuming from step {resumed}{origin}" if resumed else ""),
                 resumed_from=resumed)
     spec = TrainSpec(config=config, data_dir=str(inputs.data_dir), out_dir=str(out_dir), attempt=lease.attempt)
     gpus = int((job.resources or {}).get("gpus") or 1)
@@ -233,6 +239,8 @@ def _run_claimed(ctx: WorkerContext, job: Job) -> str:
         with ctx.sessions() as session:
             jobs.release(session, job_id=job_id, attempt=lease.attempt, reason=f"transient error, retrying: {err}")
         raise TransientError(str(err)) from err
+    except OutOfMemory as err:  # its checkpoints stay published: a resubmission continues from them
+        return _fail(ctx, lease, f'{err} (POST /v1/jobs with the change and "resume_from": "{job_id}")')
     except ValueError as err:  # bad data or configuration: DatasetError, ConfigError, InputError, ...
         return _fail(ctx, lease, str(err))
     except Exception as err:  # noqa: BLE001 - any crash must end the job with a message

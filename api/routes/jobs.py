@@ -54,6 +54,7 @@ def create_job(
         seed=body.seed,
         metadata=body.metadata,
         gpus=body.resources.gpus,
+        resume_from=body.resume_from,
         max_queued=settings.tenant_max_queued_jobs,
         idempotency_key=idempotency_key,
         fingerprint=idempotency.request_hash(body.model_dump(mode="json")),

@@ -18,7 +18,7 @@ from core.enums import BaseModelStatus, JobStatus
 from core.errors import ConflictError, InvalidError, QuotaExceeded
 from core.hyperparameters import job_hyperparameters
 from core.ids import new_id
-from core.services import idempotency, job_events
+from core.services import idempotency, job_events, resume
 from core.services.common import owned, referenced
 from core.services.pagination import Page, paginate
 from core.tables import Dataset, Job, RegisteredModel, Tenant, utcnow
@@ -55,11 +55,12 @@ def create(
     seed: int | None = None,
     metadata: dict[str, str] | None = None,
     gpus: int = 1,
+    resume_from: str | None = None,
     max_queued: int | None = None,
     idempotency_key: str | None = None,
     fingerprint: str = "",
 ) -> Job:
-    """Validate and commit a ``queued`` job (the caller enqueues it afterwards); a tenant with
+    """Validate and commit a ``queued`` job (starting from ``resume_from``'s last checkpoint when given) (the caller enqueues it afterwards); a tenant with
     ``max_queued`` jobs already waiting gets ``QuotaExceeded``.
 
     Everything the worker would reject is a 422 here (``core.hyperparameters.job_hyperparameters``);
@@ -77,6 +78,9 @@ def create(
         hyperparameters or {}, family=family_of_api_name(model.family), base_model_id=model.id, dataset=dataset,
         resolutions=model.resolutions and Resolutions(**model.resolutions), gpus=gpus, method=method, seed=seed, validation_labels=validation_labels,
         validation_prompts=validation_prompts)
+    start = resume_from and resume.resume_point(session, tenant_id=tenant_id, source_id=resume_from,
+                                                base_model_id=model.id, dataset_id=dataset.id, config=config,
+                                                gpus=gpus)
     job = Job(
         id=new_id("job"),
         tenant_id=tenant_id,
@@ -89,6 +93,7 @@ def create(
         seed=config["seed"],
         metadata_=metadata or {},
         resources={"gpus": gpus},
+        resume_from=start or None,
         total_steps=config["max_steps"],
     )
     return insert(session, job, request, max_queued=max_queued)
