@@ -31,6 +31,9 @@ def throughput(
     compile: Annotated[bool, typer.Option("--compile/--no-compile")] = False,
     gradient_checkpointing: bool = False,
     peft: Annotated[str, typer.Option(help="full, difffit or lora.")] = "full",
+    optimizer: Annotated[str, typer.Option(help="adamw or adamw_8bit.")] = "adamw",
+    base_precision: Annotated[str, typer.Option(help="fp32 or bf16 (the frozen base under lora/difffit).")] = "fp32",
+    ema_device: Annotated[str, typer.Option(help="auto or cpu.")] = "auto",
     steps: int = 20,
     warmup: int = 5,
     device: Annotated[str | None, typer.Option(help="cpu or cuda [default: cuda if available]")] = None,
@@ -50,7 +53,8 @@ def throughput(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     setup = BenchSetup(model=model, resolution=resolution, method=method, batch=batch, compile=compile,
-                       gradient_checkpointing=gradient_checkpointing, peft=peft, steps=steps, warmup=warmup,
+                       gradient_checkpointing=gradient_checkpointing, peft=peft, optimizer=optimizer,
+                       base_precision=base_precision, ema_device=ema_device, steps=steps, warmup=warmup,
                        device=device or default_device())
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -66,6 +66,16 @@ def suite(tiny: bool, device: str) -> list[Measurement]:
         Measurement("sd35_medium_difftune_lora", "train", replace(sd35, peft="lora")),
         Measurement("flux_dev_difftune_lora", "train", flux),
         Measurement("flux_dev_standard_lora", "train", replace(flux, method="standard")),
+        # memory savers (issue 13): peak memory and images/s with each, against the rows above
+        Measurement("flux_dev_difftune_lora_bf16_base", "train", replace(flux, base_precision="bf16")),
+        Measurement("flux_dev_difftune_lora_all_savers", "train", replace(
+            flux, base_precision="bf16", optimizer="adamw_8bit", ema_device="cpu")),
+        Measurement("sdxl_difftune_full_8bit_adam", "train", replace(sdxl, optimizer="adamw_8bit")),
+        Measurement("sdxl_difftune_full_cpu_ema", "train", replace(sdxl, ema_device="cpu")),
+        Measurement("sdxl_difftune_full_checkpointing", "train", replace(sdxl, gradient_checkpointing=True)),
+        Measurement("sdxl_difftune_lora_all_savers", "train", replace(
+            sdxl, peft="lora", base_precision="bf16", optimizer="adamw_8bit", ema_device="cpu",
+            gradient_checkpointing=True)),
     ]
 
 

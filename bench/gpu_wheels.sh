@@ -14,12 +14,13 @@ print(next(re.sub(r"^diffusers", "", d) for d in deps if d.startswith("diffusers
 PYEOF
 )
 PLATFORMS=()
-for tag in manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1; do PLATFORMS+=(--platform "${tag}_x86_64"); done
+for tag in manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux2014 manylinux1; do PLATFORMS+=(--platform "${tag}_x86_64"); done
 download() {
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     "${PLATFORMS[@]}" -d .whl "$@"
 }
-download "diffusers$DIFFUSERS" "pydantic>=2.6,<3" annotated-types typing-inspection importlib-metadata
+download "diffusers$DIFFUSERS" "pydantic>=2.6,<3" annotated-types typing-inspection importlib-metadata \
+  "$(grep -o 'bitsandbytes[^"]*' pyproject.toml)"
 # pydantic pins the one pydantic-core it works with.
 CORE=$(unzip -p .whl/pydantic-2*.whl '*/METADATA' | sed -n 's/^Requires-Dist: pydantic-core==\([0-9.]*\).*/\1/p')
 download "pydantic-core==$CORE"

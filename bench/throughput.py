@@ -22,6 +22,7 @@ from contract.train_config import MAX_STEPS, parse_config
 from models.bank import KnowledgeBank
 from models.families.dit import DiTFamily
 from models.latents import LatentSet
+from models.precision import autocast
 from models.tiny import ddpm_scheduler, tiny_vae
 
 # depth, hidden size, heads (DiT paper, Table 1); patch size from the name.
@@ -73,6 +74,9 @@ class BenchSetup:
     compile: bool = False
     gradient_checkpointing: bool = False
     peft: str = "full"
+    optimizer: str = "adamw"  # the memory savers (README "Fitting large models")
+    base_precision: str = "fp32"
+    ema_device: str = "auto"
     steps: int = 20
     warmup: int = 5
     device: str = "cuda"
@@ -107,7 +111,8 @@ def train_flops_per_image(trainer) -> float:
     latents, t, cond = trainer.next_batch()
     latents, t = latents.to(trainer.device), t.to(trainer.device)
     with FlopCounterMode(display=False) as counter:
-        out = trainer.family.predict(trainer.module, latents, t, cond)
+        with autocast(trainer.device, trainer.config.mixed_precision):  # as the step runs (a bf16 base needs it)
+            out = trainer.family.predict(trainer.module, latents, t, cond)
         out.float().pow(2).mean().backward()
     trainer.optimizer.zero_grad(set_to_none=True)
     return counter.get_total_flops() / latents.shape[0]
@@ -140,7 +145,9 @@ def bench_training(setup: BenchSetup, tmp: Path) -> dict[str, Any]:
     family, latents, bank = _synthetic_family(setup)
     config = parse_config({"method": setup.method, "batch_size": setup.batch, "compile": setup.compile,
                            "gradient_checkpointing": setup.gradient_checkpointing, "peft": setup.peft,
-                           "family": family.name,
+                           "optimizer": setup.optimizer, "base_precision": setup.base_precision,
+                           "ema_device": setup.ema_device, "mixed_precision": "bf16" if setup.base_precision ==
+                           "bf16" else "auto", "family": family.name,
                            "resolution": setup.resolution, "max_steps": MAX_STEPS})
     trainer = Trainer(family, config, latents, bank if config.uses_bank else None, tmp)
     flops = train_flops_per_image(trainer)
