@@ -179,6 +179,10 @@ class TrainConfig(_Strict):
         "auto", description="Where the EMA weights live: auto (beside the model) or cpu (host memory: 4 bytes "
         "per trained parameter off the GPU, for a device-to-host copy every step)."
     )
+    parallelism: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="With several GPUs: ddp (a full copy per GPU) or fsdp (FSDP2: weights, gradients, "
+        "optimizer state and EMA sharded over the GPUs, for full fine-tuning of models that fit no single one)."
+    )
     base_precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="The frozen base weights under peft lora or difffit: bf16 halves their memory "
         "(they compute in bf16; the checkpoint's pipeline holds them rounded to bf16, stored as fp32)."
@@ -225,6 +229,9 @@ class TrainConfig(_Strict):
                              "peft: full every weight trains in fp32")
         if self.base_precision != "fp32" and self.mixed_precision == "no":
             raise ValueError("base_precision: a bf16 base needs bf16 compute; set mixed_precision: auto or bf16")
+        if self.parallelism == "fsdp" and (self.peft != "full" or self.ema_device != "auto"):
+            raise ValueError("parallelism: fsdp shards a full fine-tuning (peft: full, ema_device: auto); LoRA "
+                             "fits one GPU with base_precision: bf16, use ddp for it")
         if self.uses_bank and self.batch_size < 2:
             raise ValueError("batch_size: Diff-Tuning with a knowledge bank needs at least 2 rows per batch "
                              "(one target, one bank)")

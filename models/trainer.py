@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from contract.outputs import step_name
 from contract.train_config import TrainConfig, dump_config
 from models import checkpoints as ckpt
+from models import fsdp
 from models.bank import KnowledgeBank
 from models.difftune import combine_losses, per_sample_mse, split_batch
 from models.distributed import DistInfo, any_rank, barrier, mean_across_ranks
@@ -148,13 +149,19 @@ class Trainer:
         hold_frozen_base(module, config.base_precision)
         if config.gradient_checkpointing:
             module.enable_gradient_checkpointing()
+        # FSDP2 shards the module in place (its parameters become DTensor shards); DDP wraps it
+        self.sharded = self.dist.enabled and config.parallelism == "fsdp"
+        model: nn.Module = module
+        if self.sharded:
+            self._architecture = fsdp.plain_architecture(module)
+            fsdp.shard_denoiser(module)
+            params = [p for p in module.parameters() if p.requires_grad]
+        elif self.dist.enabled:
+            device_ids = [self.dist.local_rank] if self.device.startswith("cuda") else None
+            model = DistributedDataParallel(module, device_ids=device_ids)
         self.module = module
         self.ema = EMA(module, config.ema_decay, warmup=config.ema_warmup,
                        device="cpu" if config.ema_device == "cpu" else None)
-        model: nn.Module = module
-        if self.dist.enabled:
-            device_ids = [self.dist.local_rank] if self.device.startswith("cuda") else None
-            model = DistributedDataParallel(module, device_ids=device_ids)
         self.model = torch.compile(model) if config.compile else model
         self.optimizer = build_optimizer(params, config, self.device)
 
@@ -215,10 +222,18 @@ class Trainer:
 
     # --- state --------------------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Shared (all-rank) state: raw weights, EMA, optimizer tensors; JSON: step, data order."""
-        tensors = {f"model.{k}": v for k, v in self.module.state_dict().items()}
-        tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
-        optim_tensors, optim_meta = ckpt.flatten_optimizer(self.optimizer.state_dict())
+        """Shared (all-rank) state: raw weights, EMA, optimizer tensors; JSON: step, data order.
+        Sharded (FSDP), every rank calls it and the full tensors reach rank 0."""
+        if self.sharded:
+            model_state, optim_state = fsdp.full_model_state(self.module), fsdp.full_optimizer_state(
+                self.module, self.optimizer)
+            ema_state = dict(zip(self.ema.names, fsdp.gather(self.ema.shadow), strict=True))
+        else:
+            model_state, optim_state = self.module.state_dict(), self.optimizer.state_dict()
+            ema_state = self.ema.state_dict()
+        tensors = {f"model.{k}": v for k, v in model_state.items()}
+        tensors.update({f"ema.{k}": v for k, v in ema_state.items()})
+        optim_tensors, optim_meta = ckpt.flatten_optimizer(optim_state)
         tensors.update(optim_tensors)
         state = {"step": self.step, "ema_updates": self.ema.num_updates, "optimizer": optim_meta,
                  "target_order": self.target_order.state_dict(),
@@ -235,10 +250,19 @@ class Trainer:
             raise ValueError(f"checkpoint was written by {state.get('world_size')} processes; "
                              f"resume with the same number (now {self.dist.world_size})")
         model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        self.module.load_state_dict(model_state, strict=True)
-        self.ema.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")},
-                                 int(state["ema_updates"]))
-        self.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, state["optimizer"]))
+        ema_state = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
+        optim_state = ckpt.unflatten_optimizer(tensors, state["optimizer"])
+        if self.sharded:  # full tensors in the checkpoint, re-sharded onto this rank
+            fsdp.load_full_model_state(self.module, model_state)
+            fsdp.load_full_optimizer_state(self.module, self.optimizer, optim_state)
+            shards = self.ema.shadow
+            self.ema.load_state_dict({n: fsdp.shard_like(ema_state[n], like)
+                                      for n, like in zip(self.ema.names, shards, strict=True)},
+                                     int(state["ema_updates"]))
+        else:
+            self.module.load_state_dict(model_state, strict=True)
+            self.ema.load_state_dict(ema_state, int(state["ema_updates"]))
+            self.optimizer.load_state_dict(optim_state)
         self.target_order.load_state_dict(state["target_order"])
         if self.bank_order and state.get("bank_order"):
             self.bank_order.load_state_dict(state["bank_order"])
@@ -251,11 +275,24 @@ class Trainer:
         """Restore everything from a checkpoint folder written by ``save_checkpoint``."""
         self.load_state_dict(*ckpt.read_trainer_state(checkpoint, self.dist.rank))
 
-    def ema_model(self) -> nn.Module:
-        """A copy of the denoiser carrying the EMA weights (what checkpoints and samples use)."""
+    def ema_model(self) -> nn.Module | None:
+        """A copy of the denoiser carrying the EMA weights (what checkpoints and samples use).
+        Sharded, every rank calls it (a gather) and only rank 0 gets the model."""
+        if self.sharded:
+            return self._gathered(ema=True)
         model = copy.deepcopy(self.module)
         self.ema.copy_to(model)
         return (model.float() if self._inference_needs_fp32() else model).eval()
+
+    def _gathered(self, *, ema: bool) -> nn.Module | None:
+        """The sharded denoiser as one plain module on rank 0 (raw or EMA weights); None elsewhere."""
+        state = fsdp.full_model_state(self.module)
+        shadow = fsdp.gather(self.ema.shadow) if ema else None
+        if not self.dist.is_main:
+            return None
+        if shadow is not None:
+            state.update(zip(self.ema.names, shadow, strict=True))
+        return fsdp.rebuild(self._architecture, state, self.module).to(self.device).eval()
 
     def _inference_needs_fp32(self) -> bool:
         """A bf16-held base needs bf16 autocast, which sampling only uses on CUDA: elsewhere the
@@ -272,9 +309,12 @@ class Trainer:
         barrier(self.dist)
         ckpt.write_rank_state(stage, self.dist.rank, self.rank_state())
         path = None
+        # sharded, every rank takes part in gathering the weights; rank 0 writes them
+        ema_model = self.ema_model() if self.sharded or self.dist.is_main else None
+        state = self.state_dict() if self.sharded or self.dist.is_main else None
         if self.dist.is_main:
-            self.family.save_pretrained(self.ema_model(), stage)
-            ckpt.write_trainer_state(stage, *self.state_dict())
+            self.family.save_pretrained(ema_model, stage)
+            ckpt.write_trainer_state(stage, *state)
         barrier(self.dist)
         if self.dist.is_main:
             meta = {"config": dump_config(self.config), "metrics": metrics or {},
@@ -285,10 +325,11 @@ class Trainer:
 
     def save_samples(self) -> Path | None:
         """Sample a validation grid with the EMA weights into samples/step_XXXXXXX.png (rank 0)."""
+        model = self.ema_model() if self.sharded or self.dist.is_main else None
         if not self.dist.is_main:
             return None
         generator = torch.Generator().manual_seed(self.config.seed)
-        images = self.family.sample_grid(self.ema_model(), self.config, generator)
+        images = self.family.sample_grid(model, self.config, generator)
         path = self.out_dir / "samples" / f"{step_name(self.step)}.png"
         save_grid(images, path)
         return path
@@ -297,11 +338,12 @@ class Trainer:
         """Score the raw (not EMA) weights with the family's convergence metric on rank 0 and record
         the first step at which it reaches ``convergence_threshold`` ("sudden convergence")."""
         name = self.family.convergence_metric
+        gathered = self._gathered(ema=False) if name and self.sharded else None
         if not name or not self.dist.is_main:
             return self.evaluation
         generator = torch.Generator().manual_seed(self.config.seed)
         was_training = self.module.training
-        model = copy.deepcopy(self.module).float() if self._inference_needs_fp32() else self.module
+        model = gathered or (copy.deepcopy(self.module).float() if self._inference_needs_fp32() else self.module)
         value = float(self.family.evaluate(model, self.config, generator)[name])
         self.module.train(was_training)
         ev = self.evaluation

@@ -103,13 +103,15 @@ def test_transient_storage_error_requeues_for_retry(make_job, worker_ctx, db, mo
 
 
 @pytest.mark.slow
-def test_multi_gpu_job_runs_under_torchrun(make_job, worker_ctx, client, auth, db):
-    """resources.gpus = 2 trains under torchrun (gloo on CPU here); rank 0 reports and publishes."""
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_multi_gpu_job_runs_under_torchrun(make_job, worker_ctx, client, auth, db, parallelism):
+    """resources.gpus = 2 trains under torchrun (gloo on CPU here), replicated or sharded (FSDP2);
+    rank 0 reports and publishes."""
     import json
 
     from worker.pipeline import job_dir, run
 
-    job = make_job()
+    job = make_job(parallelism=parallelism)
     db.query(Job).filter(Job.id == job["id"]).update({"resources": {"gpus": 2}})
     db.commit()
     status = run(job["id"])
