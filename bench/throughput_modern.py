@@ -141,7 +141,7 @@ def sdxl_baseline_step(model: str, resolution: int, batch: int, device: str):
     ``--mixed_precision fp16`` (fp32 on CPU). That script precomputes VAE latents and both text encoders'
     embeddings before training (as we do), so a step is: uniform t, ε-MSE, ``add_time_ids`` from each
     image's sizes, fp16 autocast + GradScaler, AdamW (wd 1e-2), grad-norm clip 1.0, no EMA."""
-    import torch.nn.functional as F
+    from bench.throughput_sd import diffusers_script_update
 
     if model not in MODERN_MODELS or MODERN_MODELS[model].family != "sdxl":
         raise ValueError(f"model: the diffusers SDXL baseline is for SDXL / SDXL-tiny, not {model!r}")
@@ -154,22 +154,11 @@ def sdxl_baseline_step(model: str, resolution: int, batch: int, device: str):
     model_input = latents.mean[:, 0].to(device)  # (B, C, h, w): the precomputed VAE latents
     emb = family.embeddings(latents.labels[:batch])  # embeds (B, L, D), pooled (B, D'), time_ids (B, 6)
     alphas = scheduler.alphas_cumprod.to(device)
-    steps = scheduler.config.num_train_timesteps
 
     def step() -> None:
-        noise = torch.randn_like(model_input)
-        t = torch.randint(0, steps, (batch,), device=device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * model_input + (1 - a).sqrt() * noise
-        with torch.autocast(device.split(":")[0], dtype=torch.float16, enabled=cuda):
-            pred = unet(noisy, t, encoder_hidden_states=emb["embeds"].float(),
-                        added_cond_kwargs={"text_embeds": emb["pooled"].float(), "time_ids": emb["time_ids"]}).sample
-        loss = F.mse_loss(pred.float(), noise.float())
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        diffusers_script_update(unet, lambda noisy, t: unet(
+            noisy, t, encoder_hidden_states=emb["embeds"].float(),
+            added_cond_kwargs={"text_embeds": emb["pooled"].float(), "time_ids": emb["time_ids"]}).sample,
+            model_input, alphas, optimizer, scaler)
 
     return step

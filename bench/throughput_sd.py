@@ -12,6 +12,7 @@ import tempfile
 
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
+from torch import nn
 
 from models.bank import KnowledgeBank
 from models.latents import LatentSet
@@ -98,8 +99,6 @@ def diffusers_baseline_step(model: str, resolution: int, batch: int, device: str
     """One step of ``examples/text_to_image/train_text_to_image.py`` with its defaults and
     ``--mixed_precision fp16`` (fp32 on CPU): VAE-encode and CLIP-encode every batch, uniform t,
     ε-MSE, fp16 autocast + GradScaler, AdamW (wd 1e-2), grad-norm clip 1.0, no EMA."""
-    import torch.nn.functional as F
-
     cuda = device.startswith("cuda")
     dtype = torch.float16 if cuda else torch.float32
     torch.manual_seed(0)
@@ -117,18 +116,28 @@ def diffusers_baseline_step(model: str, resolution: int, batch: int, device: str
         with torch.no_grad():
             latents = vae.encode(images.to(dtype)).latent_dist.sample() * vae.config.scaling_factor  # (B, 4, h, w)
             emb = text_encoder(ids)[0]  # (B, 77, D)
-        noise = torch.randn_like(latents)
-        t = torch.randint(0, 1000, (batch,), device=device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-        with torch.autocast(device.split(":")[0], dtype=torch.float16, enabled=cuda):
-            pred = unet(noisy, t, encoder_hidden_states=emb).sample
-        loss = F.mse_loss(pred.float(), noise.float())
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        diffusers_script_update(unet, lambda noisy, t: unet(noisy, t, encoder_hidden_states=emb).sample, latents,
+                                alphas, optimizer, scaler)
 
     return step
+
+
+def diffusers_script_update(unet: nn.Module, predict, latents: torch.Tensor, alphas: torch.Tensor, optimizer,
+                            scaler) -> None:
+    """The update of diffusers' text-to-image scripts: uniform t, ε-MSE under fp16 autocast (on CUDA),
+    GradScaler, grad-norm clip 1.0. ``predict(noisy, t)`` calls the UNet with the step's conditioning."""
+    import torch.nn.functional as F
+
+    noise = torch.randn_like(latents)
+    t = torch.randint(0, len(alphas), (latents.shape[0],), device=latents.device)
+    a = alphas[t].view(-1, 1, 1, 1)
+    noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+    with torch.autocast(latents.device.type, dtype=torch.float16, enabled=latents.device.type == "cuda"):
+        pred = predict(noisy, t)
+    loss = F.mse_loss(pred.float(), noise.float())
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
