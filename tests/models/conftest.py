@@ -139,6 +139,25 @@ def make_family_config(tiny_pipeline):
     return make
 
 
+def run_with_convergence(config, data_dir, tmp_path):
+    """Two steps scoring the family's convergence metric every step: (last checkpoint, the evaluation
+    recorded in its meta.json, the progress reports), with the history checked."""
+    import json
+
+    from models.run import run_training
+
+    config = config.model_copy(update=dict(max_steps=2, checkpoint_every=2, sample_every=2, eval_every=1,
+                                           convergence_threshold=0.01))
+    seen = []
+    result = run_training(config, data_dir=data_dir, out_dir=tmp_path / "r", cache_dir=tmp_path / "c",
+                          on_progress=seen.append)
+    last = result.fit.last_checkpoint
+    evaluation = json.loads((last / "meta.json").read_text())["metrics"]["evaluation"]
+    assert evaluation["metric"] == "canny_f1" and [s for s, _ in evaluation["history"]] == [1, 2]
+    assert seen[-1].evaluation["canny_f1"] == evaluation["canny_f1"]
+    return config, last, evaluation
+
+
 def pipeline_class(family: str):
     """The diffusers pipeline class a family's checkpoints are saved as."""
     import diffusers

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from diffusers import StableDiffusionControlNetPipeline
@@ -15,9 +13,8 @@ from models.control import canny_edges, canny_f1, extract_control
 from models.data import DatasetError
 from models.families import load_family, scan_dataset
 from models.lora import load_lora
-from models.run import run_training
 
-from .conftest import check_exact_resume, with_random_lora, write_caption_folder
+from .conftest import check_exact_resume, run_with_convergence, with_random_lora, write_caption_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -108,16 +105,8 @@ def test_controls_are_extracted_when_the_dataset_has_none(make_cn_config, tmp_pa
 
 
 def test_controlnet_run_records_convergence_and_exports_a_pipeline(make_cn_config, caption_folder, tmp_path):
-    config = make_cn_config(max_steps=2, checkpoint_every=2, sample_every=2, eval_every=1,
-                            convergence_threshold=0.01)
-    seen = []
-    result = run_training(config, data_dir=caption_folder, out_dir=tmp_path / "r", cache_dir=tmp_path / "c",
-                          on_progress=seen.append)
-    last = result.fit.last_checkpoint
-    evaluation = json.loads((last / "meta.json").read_text())["metrics"]["evaluation"]
-    assert evaluation["metric"] == "canny_f1" and [s for s, _ in evaluation["history"]] == [1, 2]
+    config, last, evaluation = run_with_convergence(make_cn_config(), caption_folder, tmp_path)
     assert evaluation["converged_at_step"] == (1 if evaluation["history"][0][1] >= 0.01 else 2)
-    assert seen[-1].evaluation["canny_f1"] == evaluation["canny_f1"]
     with Image.open(tmp_path / "r" / "samples" / "step_0000002.png") as grid:
         assert grid.size == (2 + 2 * 34, 2 + 2 * 18)  # 4 pairs (condition | generated) in a 2x2 grid
     pipe = StableDiffusionControlNetPipeline.from_pretrained(last, safety_checker=None, requires_safety_checker=False)

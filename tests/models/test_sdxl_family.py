@@ -14,9 +14,8 @@ from PIL import Image
 from models.data import center_crop
 from models.families import load_family, scan_dataset
 from models.families.sdxl import center_crop_offsets
-from models.run import run_training
 
-from .conftest import check_exact_resume, tiny_config
+from .conftest import check_exact_resume, run_with_convergence, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DEFAULT_IDS = [16, 16, 0, 0, 16, 16]  # at 16 px: orig_h, orig_w, crop_top, crop_left, target_h, target_w
@@ -100,15 +99,7 @@ def test_null_condition_is_zeros_when_the_pipeline_zeroes_empty_prompts(make_fam
 
 
 def test_sdxl_controlnet_run_records_convergence_and_exports_a_pipeline(make_cn_config, caption_folder, tmp_path):
-    config = make_cn_config(max_steps=2, checkpoint_every=2, sample_every=2, eval_every=1,
-                            convergence_threshold=0.01)
-    seen = []
-    result = run_training(config, data_dir=caption_folder, out_dir=tmp_path / "r", cache_dir=tmp_path / "c",
-                          on_progress=seen.append)
-    last = result.fit.last_checkpoint
-    evaluation = json.loads((last / "meta.json").read_text())["metrics"]["evaluation"]
-    assert evaluation["metric"] == "canny_f1" and [s for s, _ in evaluation["history"]] == [1, 2]
-    assert seen[-1].evaluation["canny_f1"] == evaluation["canny_f1"]
+    config, last, _ = run_with_convergence(make_cn_config(), caption_folder, tmp_path)
     index = json.loads((last / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionXLControlNetPipeline" and index["force_zeros_for_empty_prompt"]
     assert index["scheduler"] == ["diffusers", "EulerDiscreteScheduler"]  # the base's sampler, not DDPM
