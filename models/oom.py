@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contract.families import family
 from contract.train_config import TrainConfig
 
 PHASES = {"load": "loading the base model", "bank": "generating the knowledge bank", "encode": "encoding the dataset to latents",
@@ -41,6 +42,8 @@ def suggestions(config: TrainConfig, phase: str) -> list[str]:
         out.append("optimizer: adamw_8bit")
     if config.ema_device == "auto":
         out.append("ema_device: cpu")
+    if config.text_encoder_device == "auto" and family(config.family).text_conditioned:
+        out.append("text_encoder_device: cpu")
     out.append(f"resolution below {config.resolution}")
     return out
 

@@ -21,7 +21,10 @@ def family_class(name: str) -> type[Family]:
 
 def load_family(config: TrainConfig, *, device: str = "cpu") -> Family:
     """Load the base model named by ``config.base_model`` as the family ``config.family``."""
-    return family_class(config.family).from_pretrained(config.base_model, config=config, device=device)
+    loaded = family_class(config.family).from_pretrained(config.base_model, config=config, device=device)
+    if config.text_encoder_device == "cpu" and hasattr(loaded, "offload_text_encoders"):
+        loaded.offload_text_encoders()
+    return loaded
 
 
 def scan_dataset(config: TrainConfig, data_dir):

@@ -117,7 +117,7 @@ class FluxFamily(FlowMatching, SDFamily):
     def encode_prompts(self, prompts: list[str]) -> Encoded:
         """``embeds`` (P, T5 tokens, D) and ``pooled`` (P, D'), as the pipeline computes them."""
         embeds, pooled, _ = self.text_pipeline().encode_prompt(
-            prompt=prompts, prompt_2=None, device=self.device, max_sequence_length=self.max_sequence_length)
+            prompt=prompts, prompt_2=None, device=self.text_device, max_sequence_length=self.max_sequence_length)
         return {"embeds": embeds.to(self.table_dtype).cpu(), "pooled": pooled.to(self.table_dtype).cpu()}
 
     # --- denoising ----------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ class SDFamily(LatentFamily):
         self.location, self.resolution = location, resolution
         self.denoiser = denoiser.to(self.device)
         self.vae = vae.to(self.device).eval().requires_grad_(False)
+        self.text_device = self.device  # where prompts are encoded (see offload_text_encoders)
         self.text_parts = {k: v.to(self.device).eval().requires_grad_(False) if isinstance(v, nn.Module) else v
                            for k, v in text_parts.items()}
         self.scheduler_config = dict(scheduler_config)
@@ -103,7 +104,7 @@ class SDFamily(LatentFamily):
         """CLIP last hidden states of ``prompts``: ``embeds`` (P, L, D) on the CPU."""
         ids = self.tokenizer(prompts, padding="max_length", truncation=True,
                              max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
-        return {"embeds": self.text_encoder(ids.to(self.device))[0].to(self.table_dtype).cpu()}
+        return {"embeds": self.text_encoder(ids.to(self.text_device))[0].to(self.table_dtype).cpu()}
 
     @property
     def table_dtype(self) -> torch.dtype:
@@ -113,6 +114,13 @@ class SDFamily(LatentFamily):
     def text_encoders(self) -> list[nn.Module]:
         """The frozen encoders whose weights decide the prompt table (its cache key)."""
         return [v for v in self.text_parts.values() if isinstance(v, nn.Module)]
+
+    def offload_text_encoders(self) -> None:
+        """Keep the text encoders in host memory (``text_encoder_device: cpu``): training reads the cached
+        embeddings, so only the bank and the sample grids encode prompts, on the CPU."""
+        self.text_device = torch.device("cpu")
+        for encoder in self.text_encoders():
+            encoder.to(self.text_device)
 
     def prompt_table(self, prompts: list[str], cache_dir: Path | None) -> PromptTable:
         """``encode_prompts`` of every prompt once, cached on disk under ``cache_dir`` when given."""

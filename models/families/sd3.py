@@ -85,7 +85,7 @@ class SD3Family(FlowMatching, SDFamily):
     def encode_prompts(self, prompts: list[str]) -> Encoded:
         """``embeds`` (P, 77 + T5 tokens, D) and ``pooled`` (P, D'), as the pipeline computes them."""
         embeds, _, pooled, _ = self.text_pipeline().encode_prompt(
-            prompts, prompt_2=None, prompt_3=None, device=self.device, do_classifier_free_guidance=False,
+            prompts, prompt_2=None, prompt_3=None, device=self.text_device, do_classifier_free_guidance=False,
             max_sequence_length=self.max_sequence_length)
         return {"embeds": embeds.to(self.table_dtype).cpu(), "pooled": pooled.to(self.table_dtype).cpu()}
 

@@ -130,7 +130,7 @@ class SDXLFamily(SDFamily):
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Encoded:
         """``embeds`` (P, L, D1 + D2) and ``pooled`` (P, D2), as the pipeline computes them."""
-        embeds, _, pooled, _ = self.text_pipeline().encode_prompt(prompts, device=self.device,
+        embeds, _, pooled, _ = self.text_pipeline().encode_prompt(prompts, device=self.text_device,
                                                                   do_classifier_free_guidance=False)
         return {"embeds": embeds.to(self.table_dtype).cpu(), "pooled": pooled.to(self.table_dtype).cpu()}
 

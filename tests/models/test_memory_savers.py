@@ -53,3 +53,17 @@ def test_a_bf16_base_needs_bf16_compute(make_config, image_folder, tmp_path):
     # mixed_precision auto computes in fp32 on the CPU: refused before any step, naming the fix
     with pytest.raises(ValueError, match="set mixed_precision: bf16"):
         build_trainer(make_config(peft="lora", base_precision="bf16"), image_folder, tmp_path / "o", tmp_path / "c")
+
+
+@pytest.mark.parametrize("family", ["sdxl", "flux"])
+def test_text_encoders_in_host_memory_still_encode_the_bank_and_samples(make_family_config, caption_folder, tmp_path,
+                                                                       family):
+    config = make_family_config(family, text_encoder_device="cpu", max_steps=2, sample_every=2)
+    trainer = build_trainer(config, caption_folder, tmp_path / "o", tmp_path / "c")
+    fam = trainer.family
+    assert fam.text_device == torch.device("cpu")
+    assert {p.device.type for enc in fam.text_encoders() for p in enc.parameters()} == {"cpu"}
+    result = trainer.fit()
+    assert result.step == 2 and (tmp_path / "o" / "samples" / "step_0000002.png").exists()
+    with pytest.raises(ConfigError, match="text_encoder_device: dit has no text encoders"):
+        parse_config({"text_encoder_device": "cpu"})
