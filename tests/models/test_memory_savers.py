@@ -67,3 +67,24 @@ def test_text_encoders_in_host_memory_still_encode_the_bank_and_samples(make_fam
     assert result.step == 2 and (tmp_path / "o" / "samples" / "step_0000002.png").exists()
     with pytest.raises(ConfigError, match="text_encoder_device: dit has no text encoders"):
         parse_config({"text_encoder_device": "cpu"})
+
+
+@pytest.mark.parametrize("family", ["dit", "sd", "controlnet", "sdxl", "sd3", "flux"])
+def test_gradient_checkpointing_recomputes_the_same_steps(make_config, make_sd_config, make_family_config,
+                                                          image_folder, caption_folder, tmp_path, family):
+    """Every family's denoiser checkpoints its blocks (diffusers' own switch) and trains the same steps."""
+    def losses(checkpointing: bool) -> tuple[list[float], bool]:
+        overrides = dict(gradient_checkpointing=checkpointing)
+        if family == "dit":
+            config, data = make_config(**overrides), image_folder
+        elif family == "controlnet":
+            config, data = make_sd_config(family="controlnet", **overrides), caption_folder
+        else:
+            config, data = make_family_config(family, **overrides), caption_folder
+        trainer = build_trainer(config, data, tmp_path / f"o{checkpointing}", tmp_path / "c")
+        return [trainer.train_step()["loss"].item() for _ in range(2)], trainer.module.is_gradient_checkpointing
+
+    plain, off = losses(False)
+    recomputed, on = losses(True)
+    assert on and not off
+    assert recomputed == pytest.approx(plain, rel=1e-5)
