@@ -99,6 +99,7 @@ def train(
     from models.data import DatasetError
     from models.distributed import init_distributed, shutdown
     from models.interrupt import StopSignals
+    from models.oom import OutOfMemory
     from models.run import run_training
 
     _setup_logging()
@@ -110,6 +111,8 @@ def train(
             result = run_training(cfg, data_dir=data, out_dir=out, cache_dir=_cache_dir(cache_dir), resume=resume,
                                   dist=dist, on_phase=bars.phase, on_progress=bars.train,
                                   should_stop=stop.requested)
+    except OutOfMemory as err:
+        fail(f"{err}: rerun with the change and --resume to continue from it")
     except (DatasetError, ValueError, FileExistsError) as err:
         fail(str(err))
     finally:

@@ -17,7 +17,8 @@ PHASES = {"load": "loading the base model", "bank": "generating the knowledge ba
 
 
 class OutOfMemory(ValueError):
-    """The run did not fit the device's memory; the message says what to change."""
+    """The run did not fit the device's memory; the message says what to change (callers add how to
+    continue: ``--resume`` for the CLI, ``resume_from`` over REST)."""
 
 
 def suggestions(config: TrainConfig, phase: str) -> list[str]:
@@ -52,8 +53,6 @@ def out_of_memory(config: TrainConfig, phase: str, step: int | None, last_checkp
     """The error for an OOM in ``phase`` (at ``step``), naming what to change and what was kept."""
     where = PHASES.get(phase, phase) + (f" after step {step}" if step else "")
     change = "; ".join(suggestions(config, phase)) or "a device with more memory"
-    kept = (f"the last checkpoint ({last_checkpoint.name}) is kept: rerun with the change and --resume "
-            "to continue from it"
-            if last_checkpoint else "no checkpoint was written yet")
+    kept = f"the last checkpoint ({last_checkpoint.name}) is kept" if last_checkpoint else "no checkpoint was written yet"
     return OutOfMemory(f"out of memory while {where} (batch_size {config.batch_size}, resolution "
                        f"{config.resolution}, peft {config.peft}); change one of: {change}; {kept}")

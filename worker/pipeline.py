@@ -240,7 +240,8 @@ def _run_claimed(ctx: WorkerContext, job: Job) -> str:
             jobs.release(session, job_id=job_id, attempt=lease.attempt, reason=f"transient error, retrying: {err}")
         raise TransientError(str(err)) from err
     except OutOfMemory as err:  # its checkpoints stay published: a resubmission continues from them
-        return _fail(ctx, lease, f'{err} (POST /v1/jobs with the change and "resume_from": "{job_id}")')
+        return _fail(ctx, lease, f'{err}: POST /v1/jobs with the change and "resume_from": "{job_id}" '
+                                 "to continue from it")
     except ValueError as err:  # bad data or configuration: DatasetError, ConfigError, InputError, ...
         return _fail(ctx, lease, str(err))
     except Exception as err:  # noqa: BLE001 - any crash must end the job with a message

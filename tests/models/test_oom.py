@@ -37,6 +37,7 @@ def test_an_oom_in_a_step_names_the_settings_and_a_rerun_resumes(make_config, im
     assert "out of memory while training after step 2" in message
     assert "gradient_checkpointing: true" in message and "batch_size: 4" in message
     assert "optimizer: adamw_8bit" in message and "the last checkpoint (step_0000002) is kept" in message
+    assert "--resume" not in message  # the CLI adds that, the worker its REST form
     assert ckpt.latest_checkpoint(tmp_path / "run").name == "step_0000002"
 
     monkeypatch.undo()
@@ -59,3 +60,21 @@ def test_suggestions_leave_out_what_is_already_set(make_config):
     assert suggestions(make_config(peft="full"), "train")[:3] == [
         "gradient_checkpointing: true", "batch_size: 4", "peft: lora"]
     assert suggestions(make_config(), "bank") == ["bank.batch_size: 2"]
+
+
+def test_the_cli_says_how_to_continue(tiny_base, image_folder, tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(dict(base_model=str(tiny_base), resolution=16, batch_size=8, max_steps=4,
+                                          checkpoint_every=2, sample_every=4, sample_steps=2,
+                                          bank={"size": 8, "batch_size": 4, "num_inference_steps": 2})))
+    fail_on_call(monkeypatch, Trainer, "train_step", 3)
+    result = CliRunner().invoke(app, ["train", str(config), "--data", str(image_folder), "--out", str(tmp_path / "run"),
+                                      "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    flat = " ".join(result.output.split())
+    assert "out of memory while training after step 2" in flat and "rerun with the change and --resume" in flat
