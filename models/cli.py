@@ -129,6 +129,44 @@ def train(
         print(f"samples:    {out / 'samples'}")
 
 
+def plan(
+    config: Annotated[Path, typer.Argument(help="YAML file with TrainConfig fields.")],
+    data: Annotated[Path, typer.Option(help="The dataset the run will train on.")],
+    gpus: Annotated[int, typer.Option(help="Processes the run will use (the batch is split over them).")] = 1,
+    gpu_memory: Annotated[float | None, typer.Option(help="GB to fit in [default: the CUDA device's memory].")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Override base_model from the config.")] = None,
+    cache_dir: CacheOpt = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 [default: cuda if available]")] = None,
+) -> None:
+    """Measure the memory one training step of the run needs (one real step, by part) and whether it
+    fits: prints JSON; exits 3 when it does not fit."""
+    import torch
+
+    from models.data import DatasetError
+    from models.distributed import default_device
+    from models.oom import suggestions
+    from models.plan import plan_memory
+
+    cfg = _load(config, base_model=base_model)
+    device = device or default_device()
+    try:
+        result = plan_memory(cfg, data, device=device, cache_dir=_cache_dir(cache_dir), processes=gpus,
+                             budget_gb=gpu_memory)
+    except (DatasetError, ValueError) as err:
+        fail(str(err))
+    except torch.OutOfMemoryError:
+        result = None
+    if result is None or result.fits is False:
+        needs = f"needs {result.total / 2**30:.1f} GB of {result.budget / 2**30:.1f} GB" if result else \
+            f"one step ran out of memory on {device}"
+        if result:
+            print(json.dumps(result.as_dict(), indent=2))
+        console.print(f"does not fit: {needs}; change one of: {'; '.join(suggestions(cfg, 'train'))}",
+                      highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(code=3)
+    print(json.dumps(result.as_dict(), indent=2))
+
+
 def bank(
     config: Annotated[Path, typer.Argument(help="YAML file with TrainConfig fields (bank: ...).")],
     base_model: Annotated[str | None, typer.Option(help="Override base_model from the config.")] = None,
@@ -351,6 +389,7 @@ def register(app: typer.Typer) -> None:
     """Mount the library's commands on the ``difftune`` app."""
     app.command()(train)
     app.command()(bank)
+    app.command()(plan)
     app.command()(sample)
     app.add_typer(tiny_app, name="tiny")
     app.add_typer(analyze_app, name="analyze")
