@@ -188,6 +188,10 @@ class JobCreate(_Request):
         None, description="Id of a finished tuning job (`job_…`) whose latest checkpoint this job starts from: "
         "after an out-of-memory failure with the change its error names, after a cancel, or to train further. "
         "Same base model, dataset, GPUs, peft/LoRA shape and optimizer; max_steps above that checkpoint's step.")
+    dry_run: bool = Field(
+        False, description="Measure instead of train: a job of kind `memory_plan` runs one real step of this job on a "
+        "worker and records its memory per process by part (`metrics.memory_plan`); it fails naming the settings to "
+        "change when the step does not fit the worker's GPU.")
 
     @field_validator("metadata")
     @classmethod

@@ -39,10 +39,12 @@ class JobStatus(StrEnum):
 
 
 class JobKind(StrEnum):
-    """What a job does: tune a base model, or probe a tuned job's chain of forgetting."""
+    """What a job does: tune a base model, probe a tuned job's chain of forgetting, or measure the memory
+    one step of a tuning job would need (``dry_run``)."""
 
     TUNE = "tune"
     FORGETTING_PROBE = "forgetting_probe"
+    MEMORY_PLAN = "memory_plan"
 
 
 class BaseModelStatus(StrEnum):

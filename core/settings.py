@@ -131,6 +131,10 @@ class Settings(BaseSettings):
         "timeout/5 s and reapers look every timeout/4 s, so a dead worker's job is requeued within about a minute)."
     )
     max_attempts: int = Field(3, ge=1, description="Worker losses tolerated before a job fails.")
+    worker_gpu_memory_gb: float | None = Field(
+        None, gt=0, description="GB a memory plan (POST /v1/jobs with dry_run) must fit; default: the worker's "
+        "CUDA device memory (none on a CPU worker: the plan reports, it does not judge)."
+    )
     cache_dir: Path = Field(Path(".cache/difftune"), description="Local cache: uploads, datasets, models.")
 
     @field_validator("model_roots", "model_s3_prefixes", mode="before")

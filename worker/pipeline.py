@@ -167,6 +167,10 @@ def _train_with_torchrun(job_id: str, spec: TrainSpec, gpus: int, out_dir: Path)
 
 
 def _execute(ctx: WorkerContext, job: Job, lease: Lease) -> dict:
+    if job.kind == JobKind.MEMORY_PLAN:
+        from worker.plan_job import execute_plan
+
+        return execute_plan(ctx, job, lease)
     if job.kind == JobKind.FORGETTING_PROBE:
         from worker.probe_job import execute_probe
 

@@ -55,6 +55,7 @@ def create_job(
         metadata=body.metadata,
         gpus=body.resources.gpus,
         resume_from=body.resume_from,
+        dry_run=body.dry_run,
         max_queued=settings.tenant_max_queued_jobs,
         idempotency_key=idempotency_key,
         fingerprint=idempotency.request_hash(body.model_dump(mode="json")),

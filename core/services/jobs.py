@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from contract.families import Resolutions, family_of_api_name
-from core.enums import BaseModelStatus, JobStatus
+from core.enums import BaseModelStatus, JobKind, JobStatus
 from core.errors import ConflictError, InvalidError, QuotaExceeded
 from core.hyperparameters import job_hyperparameters
 from core.ids import new_id
@@ -56,11 +56,13 @@ def create(
     metadata: dict[str, str] | None = None,
     gpus: int = 1,
     resume_from: str | None = None,
+    dry_run: bool = False,
     max_queued: int | None = None,
     idempotency_key: str | None = None,
     fingerprint: str = "",
 ) -> Job:
-    """Validate and commit a ``queued`` job (starting from ``resume_from``'s last checkpoint when given) (the caller enqueues it afterwards); a tenant with
+    """Validate and commit a ``queued`` job (starting from ``resume_from``'s last checkpoint when given;
+    with ``dry_run``, a ``memory_plan`` job that measures one step of it instead) (the caller enqueues it afterwards); a tenant with
     ``max_queued`` jobs already waiting gets ``QuotaExceeded``.
 
     Everything the worker would reject is a 422 here (``core.hyperparameters.job_hyperparameters``);
@@ -84,6 +86,7 @@ def create(
     job = Job(
         id=new_id("job"),
         tenant_id=tenant_id,
+        kind=JobKind.MEMORY_PLAN if dry_run else JobKind.TUNE,
         base_model_id=model.id,
         dataset_id=dataset.id,
         method=config["method"],
@@ -94,7 +97,7 @@ def create(
         metadata_=metadata or {},
         resources={"gpus": gpus},
         resume_from=start or None,
-        total_steps=config["max_steps"],
+        total_steps=1 if dry_run else config["max_steps"],
     )
     return insert(session, job, request, max_queued=max_queued)
 
