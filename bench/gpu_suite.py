@@ -23,7 +23,13 @@ from typing import Any
 
 import torch
 
-from bench.throughput import BenchSetup, bench_bank, bench_diffusers_baseline, bench_training
+from bench.throughput import (
+    BenchSetup,
+    bench_bank,
+    bench_diffusers_baseline,
+    bench_memory_plan,
+    bench_training,
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class Measurement:
     """One figure: a name, what it runs and the target it is checked against (if any)."""
 
     name: str
-    kind: str  # train | bank | baseline
+    kind: str  # train | bank | baseline | plan
     setup: BenchSetup
     target: str = ""
 
@@ -76,6 +82,10 @@ def suite(tiny: bool, device: str) -> list[Measurement]:
         Measurement("sdxl_difftune_lora_all_savers", "train", replace(
             sdxl, peft="lora", base_precision="bf16", optimizer="adamw_8bit", ema_device="cpu",
             gradient_checkpointing=True)),
+        # the memory plan's accounting against the measured peak of the same step
+        Measurement("sdxl_full_memory_plan", "plan", sdxl, "accounted within 10% of the peak"),
+        Measurement("flux_dev_lora_memory_plan", "plan", replace(flux, base_precision="bf16"),
+                    "accounted within 10% of the peak"),
     ]
 
 
@@ -84,6 +94,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "bank": lambda setup, tmp: bench_bank(setup, images=8 if setup.device == "cpu" else 512,
                                           steps=2 if setup.device == "cpu" else 50),
     "baseline": lambda setup, tmp: bench_diffusers_baseline(setup),
+    "plan": lambda setup, tmp: bench_memory_plan(setup, tmp),
 }
 
 

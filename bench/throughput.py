@@ -138,17 +138,21 @@ def time_steps(step: Callable[[], Any], setup: BenchSetup) -> dict[str, Any]:
                                if setup.device.startswith("cuda") else None)}
 
 
+def _train_config(setup: BenchSetup, family):
+    return parse_config({"method": setup.method, "batch_size": setup.batch, "compile": setup.compile,
+                         "gradient_checkpointing": setup.gradient_checkpointing, "peft": setup.peft,
+                         "optimizer": setup.optimizer, "base_precision": setup.base_precision,
+                         "ema_device": setup.ema_device, "mixed_precision": "bf16" if setup.base_precision ==
+                         "bf16" else "auto", "family": family.name,
+                         "resolution": setup.resolution, "max_steps": MAX_STEPS})
+
+
 def bench_training(setup: BenchSetup, tmp: Path) -> dict[str, Any]:
     """images/s, step time, peak memory and MFU of the real training step."""
     from models.trainer import Trainer
 
     family, latents, bank = _synthetic_family(setup)
-    config = parse_config({"method": setup.method, "batch_size": setup.batch, "compile": setup.compile,
-                           "gradient_checkpointing": setup.gradient_checkpointing, "peft": setup.peft,
-                           "optimizer": setup.optimizer, "base_precision": setup.base_precision,
-                           "ema_device": setup.ema_device, "mixed_precision": "bf16" if setup.base_precision ==
-                           "bf16" else "auto", "family": family.name,
-                           "resolution": setup.resolution, "max_steps": MAX_STEPS})
+    config = _train_config(setup, family)
     trainer = Trainer(family, config, latents, bank if config.uses_bank else None, tmp)
     flops = train_flops_per_image(trainer)
     timing = time_steps(trainer.train_step, setup)
@@ -163,6 +167,23 @@ def bench_training(setup: BenchSetup, tmp: Path) -> dict[str, Any]:
         "mfu": (flops * ips / peak) if peak else None,
         "device_name": torch.cuda.get_device_name(setup.device) if setup.device.startswith("cuda") else "cpu",
     }
+
+
+def bench_memory_plan(setup: BenchSetup, tmp: Path) -> dict[str, Any]:
+    """The memory plan's accounting (``models/plan.py``) against the device's measured peak of the same
+    step: the plan's accuracy (target: within 10% on a GPU)."""
+    from models.plan import GB, measure_step
+    from models.trainer import Trainer
+
+    family, latents, bank = _synthetic_family(setup)
+    config = _train_config(setup, family)
+    trainer = Trainer(family, config, latents, bank if config.uses_bank else None, tmp)
+    trainer.train_step()  # the optimizer state exists from here on, as in a run's later steps
+    parts, peak = measure_step(trainer)
+    accounted = sum(parts.values())
+    return {"benchmark": "memory_plan", **setup.__dict__, "parts_gb": {k: v / GB for k, v in parts.items()},
+            "accounted_gb": accounted / GB, "measured_peak_gb": peak / GB if peak else None,
+            "accounted_over_peak": accounted / peak if peak else None}
 
 
 def bench_bank(setup: BenchSetup, *, images: int = 64, steps: int = 50, guidance: float = 1.5) -> dict[str, Any]:

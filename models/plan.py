@@ -91,14 +91,7 @@ def plan_memory(config: TrainConfig, data_dir: str | Path, *, device: str, cache
     cuda = device.startswith("cuda")
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(family, step_config, latents, None, out, dist=DistInfo(device=device))
-        if cuda:
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        saved = SavedTensors()
-        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-            trainer.train_step()
-        peak = torch.cuda.max_memory_allocated(device) if cuda else None
-        parts = _parts(trainer, family, saved.total)
+        parts, peak = measure_step(trainer)
     notes = []
     if config.parallelism == "fsdp" and processes > 1:
         for name in ("weights_trained", "gradients", "optimizer", "ema"):
@@ -112,6 +105,20 @@ def plan_memory(config: TrainConfig, data_dir: str | Path, *, device: str, cache
                                                     if cuda else None)
     return MemoryPlan(parts=parts, batch_per_process=per_process, device=device, peak=peak, budget=budget,
                       notes=notes)
+
+
+def measure_step(trainer) -> tuple[dict[str, int], int | None]:
+    """One ``trainer.train_step()``: the bytes of each part, and the device's peak on CUDA (else None)."""
+    device = trainer.device
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    saved = SavedTensors()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        trainer.train_step()
+    peak = torch.cuda.max_memory_allocated(device) if cuda else None
+    return _parts(trainer, trainer.family, saved.total), peak
 
 
 def _parts(trainer, family, activations: int) -> dict[str, int]:
