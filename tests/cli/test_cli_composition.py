@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cli import main
 
-LIBRARY = {"train", "bank", "sample", "bench", "analyze", "tiny", "library-demo"}
+LIBRARY = {"train", "plan", "bank", "sample", "bench", "analyze", "tiny", "library-demo"}
 SERVICE = {"serve", "keys", "demo"}
 
 

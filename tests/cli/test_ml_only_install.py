@@ -23,7 +23,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 TORCH = "torch==2.13.0"  # pinned as in the Makefile: a local CPU build here, no CUDA download
 SERVICE_ONLY = ("fastapi", "sqlalchemy", "celery", "boto3")
-LIBRARY_COMMANDS = {"train", "bank", "sample", "bench", "analyze", "tiny", "library-demo"}
+LIBRARY_COMMANDS = {"train", "plan", "bank", "sample", "bench", "analyze", "tiny", "library-demo"}
 SERVICE_COMMANDS = {"serve", "keys", "demo"}
 
 
