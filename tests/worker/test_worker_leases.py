@@ -40,7 +40,8 @@ def _stop(*processes) -> None:
 @pytest.mark.slow
 def test_a_paused_worker_writes_nothing_after_another_took_its_job(make_job, settings, client, auth, db,
                                                                       tmp_path):
-    job = make_job(max_steps=400, checkpoint_every=20, sample_every=1000, log_every=1, keep_checkpoints=3)
+    # long enough that the first worker is still far from the end when progress first shows (every 5 s)
+    job = make_job(max_steps=1200, checkpoint_every=50, sample_every=5000, log_every=1, keep_checkpoints=3)
     job_id = job["id"]
     env = worker_env(settings, DIFFTUNE_HEARTBEAT_TIMEOUT="3")
     first_log, second_log = tmp_path / "paused.log", tmp_path / "second.log"
@@ -62,7 +63,7 @@ def test_a_paused_worker_writes_nothing_after_another_took_its_job(make_job, set
         _stop(first, *([second] if second else []))
 
     final = row()
-    assert (final.status, final.step, final.attempts) == ("succeeded", 400, 2), final.error
+    assert (final.status, final.step, final.attempts) == ("succeeded", 1200, 2), final.error
     events = _events(client, auth, job_id)
     messages = [e["message"] for e in events]
     assert messages.count("job succeeded") == 1
@@ -70,10 +71,10 @@ def test_a_paused_worker_writes_nothing_after_another_took_its_job(make_job, set
     after = events[takeover + 1:]
     assert [e for e in after if (e.get("data") or {}).get("attempt") == 1] == []  # the paused one wrote nothing
     steps = [e["data"]["step"] for e in after if e["type"] == "progress"]
-    assert steps == sorted(steps) and steps[-1] == 400  # progress never went backwards
+    assert steps == sorted(steps) and steps[-1] == 1200  # progress never went backwards
     assert "lost its lease" in first_log.read_text()
     published = [c["step"] for c in client.get(f"/v1/jobs/{job_id}/checkpoints", headers=auth).json()["data"]]
-    assert published == [360, 380, 400]
+    assert published == [1100, 1150, 1200]
 
 
 @pytest.mark.slow
