@@ -147,6 +147,11 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
+    @property
+    def gpus(self) -> int:
+        """GPUs the job runs on (``resources.gpus``, default 1)."""
+        return int((self.resources or {}).get("gpus") or 1)
+
 
 class JobEvent(Base):
     """One line of a job's log: status changes, progress, warnings, errors."""

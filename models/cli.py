@@ -144,8 +144,7 @@ def plan(
 
     from models.data import DatasetError
     from models.distributed import default_device
-    from models.oom import suggestions
-    from models.plan import plan_memory
+    from models.plan import does_not_fit, plan_memory
 
     cfg = _load(config, base_model=base_model)
     device = device or default_device()
@@ -157,12 +156,9 @@ def plan(
     except torch.OutOfMemoryError:
         result = None
     if result is None or result.fits is False:
-        needs = f"needs {result.total / 2**30:.1f} GB of {result.budget / 2**30:.1f} GB" if result else \
-            f"one step ran out of memory on {device}"
         if result:
             print(json.dumps(result.as_dict(), indent=2))
-        console.print(f"does not fit: {needs}; change one of: {'; '.join(suggestions(cfg, 'train'))}",
-                      highlight=False, markup=False, soft_wrap=True)
+        console.print(does_not_fit(cfg, result, device), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(code=3)
     print(json.dumps(result.as_dict(), indent=2))
 

@@ -28,14 +28,12 @@ def build_optimizer(params: list[nn.Parameter], config: TrainConfig, device: str
 
 
 @torch.no_grad()
-def hold_frozen_base(module: nn.Module, precision: str) -> int:
-    """Cast the parameters that do not train to ``precision``; return how many bytes that saved."""
-    dtype, saved = BASE_DTYPES[precision], 0
+def hold_frozen_base(module: nn.Module, precision: str) -> None:
+    """Cast the parameters that do not train to ``precision``."""
+    dtype = BASE_DTYPES[precision]
     for param in module.parameters():
         if not param.requires_grad and param.dtype != dtype and param.is_floating_point():
-            saved += param.numel() * (param.element_size() - torch.empty((), dtype=dtype).element_size())
             param.data = param.data.to(dtype)
-    return saved
 
 
 def check_compute(config: TrainConfig, bf16_compute: bool) -> None:

@@ -54,6 +54,15 @@ class MemoryPlan:
                 "fits": self.fits, "notes": self.notes}
 
 
+def does_not_fit(config: TrainConfig, plan: MemoryPlan | None, device: str) -> str:
+    """Why one step of ``config`` does not fit (``plan`` None: it ran out of memory), with the settings to change."""
+    from models.oom import suggestions
+
+    needs = (f"one training step needs {plan.total / GB:.2f} GB of {plan.budget / GB:.2f} GB" if plan else
+             f"one training step ran out of memory on {device}")
+    return f"does not fit: {needs}; change one of: {'; '.join(suggestions(config, 'train'))}"
+
+
 def _bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 

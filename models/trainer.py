@@ -28,6 +28,7 @@ from contract.train_config import TrainConfig, dump_config
 from models import checkpoints as ckpt
 from models import fsdp
 from models.bank import KnowledgeBank
+from models.data_order import EpochSampler
 from models.difftune import combine_losses, per_sample_mse, split_batch
 from models.distributed import DistInfo, any_rank, barrier, mean_across_ranks
 from models.ema import EMA
@@ -39,50 +40,6 @@ from models.peft import prepare_trainable
 from models.precision import autocast, uses_bf16
 
 log = logging.getLogger(__name__)
-
-
-#################################################################################
-#                               Data order                                      #
-#################################################################################
-
-
-class EpochSampler:
-    """Shuffled epochs shared by all ranks; each global batch is split between the ranks.
-
-    The permutation of epoch e depends only on (seed, e), so the state is two integers.
-    """
-
-    def __init__(self, size: int, seed: int, info: DistInfo):
-        if size <= 0:
-            raise ValueError("cannot sample batches from an empty set")
-        self.size, self.seed, self.info = size, seed, info
-        self.epoch, self.position = 0, 0
-        self._perm = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed * 7919 + epoch)
-        return torch.randperm(self.size, generator=gen)
-
-    def next(self, per_rank: int) -> torch.Tensor:
-        """Indices of this rank's share of the next global batch."""
-        wanted, chunks = per_rank * self.info.world_size, []
-        while wanted > 0:
-            take = min(wanted, self.size - self.position)
-            chunks.append(self._perm[self.position : self.position + take])
-            self.position += take
-            wanted -= take
-            if self.position == self.size:
-                self.epoch, self.position = self.epoch + 1, 0
-                self._perm = self._permutation(self.epoch)
-        batch = torch.cat(chunks)  # (per_rank * world,)
-        return batch[self.info.rank * per_rank : (self.info.rank + 1) * per_rank]
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._perm = self._permutation(self.epoch)
 
 
 #################################################################################
@@ -294,6 +251,12 @@ class Trainer:
             state.update(zip(self.ema.names, shadow, strict=True))
         return fsdp.rebuild(self._architecture, state, self.module).to(self.device).eval()
 
+    def _ema_from(self, tensors: dict[str, torch.Tensor]) -> nn.Module:
+        """The EMA denoiser rebuilt from gathered checkpoint tensors (``model.*`` with ``ema.*`` over them)."""
+        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        state.update({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
+        return fsdp.rebuild(self._architecture, state, self.module).to(self.device).eval()
+
     def _inference_needs_fp32(self) -> bool:
         """A bf16-held base needs bf16 autocast, which sampling only uses on CUDA: elsewhere the
         copies that sample or evaluate are cast to fp32."""
@@ -309,10 +272,10 @@ class Trainer:
         barrier(self.dist)
         ckpt.write_rank_state(stage, self.dist.rank, self.rank_state())
         path = None
-        # sharded, every rank takes part in gathering the weights; rank 0 writes them
-        ema_model = self.ema_model() if self.sharded or self.dist.is_main else None
+        # sharded, every rank takes part in gathering the state (once); rank 0 writes it
         state = self.state_dict() if self.sharded or self.dist.is_main else None
         if self.dist.is_main:
+            ema_model = self._ema_from(state[0]) if self.sharded else self.ema_model()
             self.family.save_pretrained(ema_model, stage)
             ckpt.write_trainer_state(stage, *state)
         barrier(self.dist)

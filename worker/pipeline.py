@@ -189,7 +189,7 @@ def _execute(ctx: WorkerContext, job: Job, lease: Lease) -> dict:
                 f"{inputs.base_model.id}" + (f"; resuming from step {resumed}{origin}" if resumed else ""),
                 resumed_from=resumed)
     spec = TrainSpec(config=config, data_dir=str(inputs.data_dir), out_dir=str(out_dir), attempt=lease.attempt)
-    gpus = int((job.resources or {}).get("gpus") or 1)
+    gpus = job.gpus
     if gpus > 1:
         return _train_with_torchrun(job.id, spec, gpus, out_dir)
     return train(ctx, job.id, spec, lease=lease)

@@ -15,23 +15,18 @@ from worker.lease import Lease
 def execute_plan(ctx: WorkerContext, job: Job, lease: Lease) -> dict[str, Any]:
     import torch
 
-    from models.oom import suggestions
-    from models.plan import GB, plan_memory
+    from models.plan import does_not_fit, plan_memory
     from worker.pipeline import build_config
 
     inputs = fetch_inputs(ctx, job)
     config = build_config(job, inputs.base_location)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    gpus = int((job.resources or {}).get("gpus") or 1)
-    change = "; ".join(suggestions(config, "train"))
-    lease.event(f"measuring one training step on {device} (batch {config.batch_size // gpus} per GPU)")
+    lease.event(f"measuring one training step on {device} (batch {config.batch_size // job.gpus} per GPU)")
     try:
-        plan = plan_memory(config, inputs.data_dir, device=device, cache_dir=ctx.cache_dir / "ml", processes=gpus,
+        plan = plan_memory(config, inputs.data_dir, device=device, cache_dir=ctx.cache_dir / "ml", processes=job.gpus,
                            budget_gb=ctx.settings.worker_gpu_memory_gb)
     except torch.OutOfMemoryError:
-        raise ValueError(f"does not fit: one training step ran out of memory on this worker's {device}; "
-                         f"change one of: {change}") from None
-    if plan.fits is False:
-        raise ValueError(f"does not fit: one training step needs {plan.total / GB:.2f} GB of the worker's "
-                         f"{plan.budget / GB:.2f} GB; change one of: {change}")
+        plan = None
+    if plan is None or plan.fits is False:
+        raise ValueError(does_not_fit(config, plan, device))
     return {"stopped": False, "step": 1, "metrics": {"memory_plan": plan.as_dict()}}

@@ -38,9 +38,8 @@ def resume_point(session: Session, *, tenant_id: str, source_id: str, base_model
     if (source.base_model_id, source.dataset_id) != (base_model_id, dataset_id):
         raise InvalidError.field(FIELD, f"{source.id} trained base model {source.base_model_id} on dataset "
                                         f"{source.dataset_id}; a resumed job uses the same ones")
-    source_gpus = int((source.resources or {}).get("gpus") or 1)
-    if source_gpus != gpus:
-        raise InvalidError.field("resources.gpus", f"{source.id} ran on {source_gpus} GPUs; a resumed job "
+    if source.gpus != gpus:
+        raise InvalidError.field("resources.gpus", f"{source.id} ran on {source.gpus} GPUs; a resumed job "
                                                    f"runs on as many (not {gpus})")
     for name in STATE_FIELDS:
         before, after = source.hyperparameters.get(name), config.get(name)
