@@ -94,7 +94,20 @@ class DatasetOut(BaseModel):
 
     @classmethod
     def of(cls, row) -> DatasetOut:
-        return cls.model_validate(row, from_attributes=True)
+        out = cls.model_validate(row, from_attributes=True)
+        out.stats = {k: v for k, v in out.stats.items() if k != "image_sizes"}  # per-size counts: see /buckets
+        return out
+
+
+class DatasetBuckets(BaseModel):
+    dataset_id: str
+    object: Literal["dataset.buckets"] = "dataset.buckets"
+    resolution: int
+    bucket_step: int
+    bucket_max_aspect: float
+    histogram: dict[str, int] = Field(description="Images per bucket, {\"WxH\": count}, tallest first.")
+    smaller_than_bucket: int = Field(description="Images smaller than their bucket: refused unless "
+                                     "upscale_small_images is set.")
 
 
 # --- base models ------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def synthetic_sd_family(model: str, resolution: int, device: str, n: int = 256):
     text = torch.randint(1, prompts, (n,))
     labels, bank_cond = text, torch.randint(0, prompts - 1, (n,))
     if control:
-        family.controls = torch.rand(2 * n, 3, resolution, resolution)  # (N + M, 3, H, W)
+        family.controls = list(torch.rand(2 * n, 3, resolution, resolution))  # N + M of (3, H, W)
         family.bank_control_offset = n
         labels = torch.stack([text, torch.arange(n)], dim=1)  # (n, 2)
         bank_cond = torch.stack([bank_cond, torch.arange(n)], dim=1)

@@ -158,8 +158,17 @@ class TrainConfig(_Strict):
     label_dropout: float = Field(0.1, ge=0.0, le=1.0, description="CFG label-drop rate of target rows.")
     random_flip: bool = Field(True, description="Random horizontal flips of target images.")
     upscale_small_images: bool = Field(
-        False, description="Upscale images smaller than `resolution` instead of rejecting them."
+        False, description="Upscale images smaller than `resolution` (or than their bucket) instead of rejecting them."
     )
+    aspect_buckets: bool = Field(
+        False, description="Text-to-image and ControlNet families: train each image at the aspect ratio nearest "
+        "its own, in buckets of about resolution² pixels (sides multiples of bucket_step), cropping as little as "
+        "possible; each batch comes from one bucket. Off: every image is centre-cropped to a square."
+    )
+    bucket_step: int = Field(64, ge=2, le=MAX_RESOLUTION, description="Bucket sides are multiples of this many "
+                             "pixels (a multiple of what the model needs: 64 for SD, 32 for SDXL, 16 for SD3/Flux).")
+    bucket_max_aspect: float = Field(2.0, ge=1.0, le=8.0, description="Largest bucket aspect ratio (long side "
+                                     "over short side).")
 
     # --- speed ------------------------------------------------------------------------------------
     mixed_precision: Literal["auto", "no", "bf16"] = Field(
@@ -239,6 +248,11 @@ class TrainConfig(_Strict):
         if self.parallelism == "fsdp" and (self.peft != "full" or self.ema_device != "auto"):
             raise ValueError("parallelism: fsdp shards a full fine-tuning (peft: full, ema_device: auto); LoRA "
                              "fits one GPU with base_precision: bf16, use ddp for it")
+        if self.aspect_buckets and not text:
+            raise ValueError(f"aspect_buckets: {self.family} is class-conditional and trains square images; "
+                             "buckets are for text-to-image and ControlNet families")
+        if self.aspect_buckets and self.bucket_step > self.resolution:
+            raise ValueError(f"bucket_step: {self.bucket_step}px is larger than the resolution {self.resolution}px")
         if self.uses_bank and self.batch_size < 2:
             raise ValueError("batch_size: Diff-Tuning with a knowledge bank needs at least 2 rows per batch "
                              "(one target, one bank)")

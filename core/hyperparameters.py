@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contract.buckets import bucket_report, expand_sizes
 from contract.families import FamilySpec, Resolutions
 from contract.train_config import TrainConfig, dump_config, field_errors
 from core.datasets.inspection import METADATA
@@ -96,11 +97,27 @@ def _check_against_dataset(config: TrainConfig, family: FamilySpec, dataset: Dat
     labels = config.validation_labels or []
     if classes is not None and (bad := [label for label in labels if not 0 <= label < classes]):
         raise InvalidError.field(labels_field, f"{bad} outside 0..{classes - 1}")
+    if config.aspect_buckets:
+        _check_buckets(config, dataset)
+        return
     smallest = min(dataset.stats.get("min_width", 0), dataset.stats.get("min_height", 0))
     if smallest and smallest < config.resolution and not config.upscale_small_images:
         raise InvalidError.field(
             f"{FIELD}.resolution", f"{config.resolution} is larger than the dataset's smallest image side "
             f"({smallest}px); lower it or set upscale_small_images: true")
+
+
+def _check_buckets(config: TrainConfig, dataset: Dataset) -> None:
+    """Every image must cover its aspect-ratio bucket (unless upscaled), as the trainer will check."""
+    recorded = dataset.stats.get("image_sizes")
+    if recorded is None or config.upscale_small_images:
+        return  # a dataset uploaded before sizes were recorded is checked by the trainer
+    report = bucket_report(expand_sizes(recorded), resolution=config.resolution, bucket_step=config.bucket_step,
+                           bucket_max_aspect=config.bucket_max_aspect)
+    if report["smaller_than_bucket"]:
+        raise InvalidError.field(
+            f"{FIELD}.aspect_buckets", f"{report['smaller_than_bucket']} of the dataset's images are smaller than "
+            f"their bucket at resolution {config.resolution}; lower the resolution or set upscale_small_images: true")
 
 
 def _check_gpus(config: TrainConfig, gpus: int) -> None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image
 
+from contract import buckets
+from contract.buckets import Size
+from contract.train_config import TrainConfig
 from models.data import IMAGE_SUFFIXES, DatasetError, _check_image, _is_hidden
 
 METADATA = "metadata.jsonl"
@@ -27,6 +30,7 @@ class CaptionFolder:
     files: list[Path]
     captions: list[str]
     controls: list[Path] | None = None
+    sizes: list[Size] | None = None  # each row's aspect-ratio bucket (height, width); None: square
 
     def __len__(self) -> int:
         return len(self.files)
@@ -143,3 +147,17 @@ def scan_caption_folder(root: str | Path, *, resolution: int, upscale_small_imag
     if problems:
         raise DatasetError(problems)
     return CaptionFolder(root=root, files=files, captions=captions, controls=controls or None)
+
+
+def with_buckets(folder: CaptionFolder, config: TrainConfig) -> CaptionFolder:
+    """The folder with each image's bucket (``aspect_buckets``); an image smaller than its bucket is a
+    problem naming it unless ``upscale_small_images``."""
+    image_sizes = [_image_size(path) for path in folder.files]  # (width, height), all readable
+    sizes = buckets.assign(image_sizes, config.resolution, config.bucket_step, config.bucket_max_aspect)
+    problems = [f"{path}: image is {w}x{h}, smaller than its {size[1]}x{size[0]} aspect-ratio bucket; use larger "
+                "images or set upscale_small_images: true"
+                for path, (w, h), size in zip(folder.files, image_sizes, sizes, strict=True)
+                if not buckets.covers(w, h, size)]
+    if problems and not config.upscale_small_images:
+        raise DatasetError(problems)
+    return replace(folder, sizes=sizes)

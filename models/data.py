@@ -2,7 +2,8 @@
 
 Every problem is reported with the file it concerns, all at once, before any model is loaded.
 Images are converted to RGB (grayscale expanded, transparency composited on white) and
-center-cropped to the training resolution as in DiT (ADM's ``center_crop_arr``). Images smaller
+center-cropped to the training resolution as in DiT (ADM's ``center_crop_arr``), or fitted to their
+aspect-ratio bucket (``contract/buckets.py``). Images smaller
 than the resolution are rejected unless ``upscale_small_images`` is set, because silently
 upscaled images teach the model blur.
 """
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from contract.buckets import Size, crop_geometry
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 MAX_LISTED_PROBLEMS = 20
@@ -114,20 +117,25 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def fit_crop(img: Image.Image, size: Size) -> Image.Image:
+    """Fit an image to ``size`` (height, width) as ``contract.buckets.crop_geometry`` computes: halve with
+    BOX while large, resize with BICUBIC to cover, crop the centre."""
+    target_h, target_w = size
+    while img.width >= 2 * target_w and img.height >= 2 * target_h:
+        img = img.resize((img.width // 2, img.height // 2), resample=Image.BOX)
+    width, height, top, left = crop_geometry(img.width, img.height, size)
+    img = img.resize((width, height), resample=Image.BICUBIC)
+    return Image.fromarray(np.asarray(img)[top : top + target_h, left : left + target_w])
+
+
 def center_crop(img: Image.Image, size: int) -> Image.Image:
-    """ADM/DiT center crop: halve with BOX while large, resize with BICUBIC, crop the center."""
-    while min(*img.size) >= 2 * size:
-        img = img.resize(tuple(x // 2 for x in img.size), resample=Image.BOX)
-    scale = size / min(*img.size)
-    img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.BICUBIC)
-    arr = np.asarray(img)
-    top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
-    return Image.fromarray(arr[top : top + size, left : left + size])
+    """ADM/DiT center crop to a ``size`` square (``fit_crop`` to a square bucket)."""
+    return fit_crop(img, (size, size))
 
 
-def load_image(path: Path, resolution: int) -> torch.Tensor:
-    """An image file as a (3, R, R) float tensor in [-1, 1]."""
+def load_image(path: Path, size: int | Size) -> torch.Tensor:
+    """An image file as a (3, H, W) float tensor in [-1, 1], fitted to ``size`` (a square side or (H, W))."""
     with Image.open(path) as img:
-        rgb = center_crop(to_rgb(img), resolution)
-    arr = np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0  # (R, R, 3)
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (3, R, R)
+        rgb = fit_crop(to_rgb(img), (size, size) if isinstance(size, int) else tuple(size))
+    arr = np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0  # (H, W, 3)
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (3, H, W)

@@ -17,7 +17,7 @@ from contract.families import DatasetLayout
 from contract.families import family as family_spec
 from contract.train_config import TrainConfig
 from models import checkpoints as ckpt
-from models.bank import build_bank
+from models.bank import bank_for
 from models.distributed import DistInfo, barrier
 from models.families import load_family, scan_dataset
 from models.oom import out_of_memory
@@ -98,13 +98,13 @@ def _load_and_fit(config: TrainConfig, folder, out_dir: Path, cache_dir: Path, r
                   dist: DistInfo, stage: dict, *, on_phase, on_progress, on_artifact, should_stop) -> FitResult:
     """Load the base, build the bank and the latents, train; ``stage`` records how far it got."""
     family = load_family(config, device=dist.device)
-    _check_resolution(family, config)
+    _check_resolution(family, config, folder)
     family.attach_dataset(folder, config)
     bank, stage["phase"] = None, "bank"
     if config.uses_bank:
-        bank = build_bank(family, config, cache_dir, rank=dist.rank, world_size=dist.world_size,
-                          barrier=lambda: barrier(dist),
-                          progress=(lambda d, t: on_phase("bank", d, t)) if on_phase else None)
+        bank = bank_for(family, config, cache_dir, folder, rank=dist.rank, world_size=dist.world_size,
+                        barrier=lambda: barrier(dist),
+                        progress=(lambda d, t: on_phase("bank", d, t)) if on_phase else None)
     stage["phase"] = "encode"
     latents = family.prepare_target(folder, config, bank, cache_dir=cache_dir if dist.is_main else None,
                                     progress=(lambda d, t: on_phase("encode", d, t)) if on_phase else None)
@@ -117,9 +117,15 @@ def _load_and_fit(config: TrainConfig, folder, out_dir: Path, cache_dir: Path, r
     return trainer.fit(on_progress=on_progress, on_artifact=on_artifact, should_stop=should_stop)
 
 
-def _check_resolution(family, config: TrainConfig) -> None:
-    """Say which sizes the base model trains at instead of failing inside the network."""
+def _check_resolution(family, config: TrainConfig, folder) -> None:
+    """Say which sizes the base model trains at (the square and every bucket's sides) instead of
+    failing inside the network."""
     resolutions = getattr(family, "resolutions", None)
     problem = resolutions().problem(config.resolution) if resolutions else None
     if problem:
         raise ValueError(f"resolution: {problem}")
+    sides = sorted({side for size in getattr(folder, "sizes", None) or [] for side in size})
+    allowed = family.bucket_resolutions() if sides else None
+    problem = allowed and next(filter(None, map(allowed.problem, sides)), None)
+    if problem:
+        raise ValueError(f"bucket_step: {config.bucket_step}px makes buckets this base model cannot train ({problem})")

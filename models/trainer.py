@@ -28,7 +28,7 @@ from contract.train_config import TrainConfig, dump_config
 from models import checkpoints as ckpt
 from models import fsdp
 from models.bank import KnowledgeBank
-from models.data_order import EpochSampler
+from models.data_order import EpochSampler, data_order
 from models.difftune import combine_losses, per_sample_mse, split_batch
 from models.distributed import DistInfo, any_rank, barrier, mean_across_ranks
 from models.ema import EMA
@@ -124,8 +124,10 @@ class Trainer:
 
         self.process = family.noise_process(config)
         self.rng = torch.Generator().manual_seed(config.seed * 1000 + self.dist.rank)
-        self.target_order = EpochSampler(len(target), config.seed, self.dist)
-        self.bank_order = EpochSampler(len(bank), config.seed + 1, self.dist) if self.split.bank else None
+        self.target_order = data_order(target, config.seed, self.dist, self.split.target)
+        # one bank order per bucket (a bank without buckets is its own only one)
+        self.bank_orders = [EpochSampler(len(bank.bucket(b)), config.seed + 1 + b, self.dist)
+                            for b in range(len(getattr(bank, "parts", [bank])))] if self.split.bank else []
         self.step = 0
         self.phase = "train"  # or "validation" while samples are drawn (named by an out-of-memory error)
         self.evaluation: dict[str, Any] = {}
@@ -143,13 +145,15 @@ class Trainer:
         """(clean latents, noise levels, conditions) for one step: target rows first, then bank rows."""
         fam, cfg, split = self.family, self.config, self.split
         index = self.target_order.next(split.target)
+        bucket = getattr(self.target_order, "bucket", 0)  # the aspect-ratio bucket of this batch
         latents = self.target.sample(index, self.rng)  # (n_t, C, h, w)
         cond = fam.drop_conditions(fam.index_conditions(self.target.labels, index), cfg.label_dropout, self.rng)
         t = self.process.sample_levels(split.target, "target", self.rng)  # (n_t,) t or σ
         if split.bank:
-            bank_index = self.bank_order.next(split.bank)
-            latents = torch.cat([latents, self.bank.latents[bank_index]])  # (n_t + n_b, C, h, w)
-            bank_cond = fam.bank_conditions(fam.index_conditions(self.bank.conditions, bank_index))
+            bank = self.bank.bucket(bucket)
+            bank_index = self.bank_orders[bucket].next(split.bank)
+            latents = torch.cat([latents, bank.latents[bank_index]])  # (n_t + n_b, C, h, w)
+            bank_cond = fam.bank_conditions(fam.index_conditions(bank.conditions, bank_index))
             cond = fam.concat_conditions(cond, bank_cond)
             t = torch.cat([t, self.process.sample_levels(split.bank, "bank", self.rng)])
         return latents, t, cond
@@ -194,7 +198,7 @@ class Trainer:
         tensors.update(optim_tensors)
         state = {"step": self.step, "ema_updates": self.ema.num_updates, "optimizer": optim_meta,
                  "target_order": self.target_order.state_dict(),
-                 "bank_order": self.bank_order.state_dict() if self.bank_order else None,
+                 "bank_order": [order.state_dict() for order in self.bank_orders] or None,
                  "world_size": self.dist.world_size, "evaluation": self.evaluation}
         return tensors, state
 
@@ -221,8 +225,9 @@ class Trainer:
             self.ema.load_state_dict(ema_state, int(state["ema_updates"]))
             self.optimizer.load_state_dict(optim_state)
         self.target_order.load_state_dict(state["target_order"])
-        if self.bank_order and state.get("bank_order"):
-            self.bank_order.load_state_dict(state["bank_order"])
+        saved = state.get("bank_order") or []
+        for order, order_state in zip(self.bank_orders, [saved] if isinstance(saved, dict) else saved, strict=False):
+            order.load_state_dict(order_state)  # a dict: written before buckets, by a bank of one
         self.rng.set_state(rank_tensors["rng"])
         torch.set_rng_state(rank_tensors["torch_rng"])
         self.step = int(state["step"])

@@ -1,11 +1,11 @@
-"""``/v1/datasets``: upload (zip or tar), list, get, delete."""
+"""``/v1/datasets``: upload (zip or tar), list, get, delete, and the aspect-ratio bucket histogram."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from api.deps import (
     CurrentTenant,
@@ -17,7 +17,8 @@ from api.deps import (
     StorageDep,
     refuse_nul,
 )
-from api.schemas import DatasetOut, ListResponse
+from api.schemas import DatasetBuckets, DatasetOut, ListResponse
+from contract.train_config import MAX_RESOLUTION
 from core.datasets.archive import Limits
 from core.errors import UploadRejected
 from core.services import datasets
@@ -78,6 +79,22 @@ def list_datasets(session: SessionDep, tenant: CurrentTenant, page: PageDep) -> 
 @router.get("/{dataset_id}", summary="Get a dataset")
 def get_dataset(session: SessionDep, tenant: CurrentTenant, dataset_id: str) -> DatasetOut:
     return DatasetOut.of(datasets.get(session, tenant_id=tenant.id, dataset_id=dataset_id))
+
+
+@router.get("/{dataset_id}/buckets", summary="The dataset's aspect-ratio bucket histogram")
+def get_dataset_buckets(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    dataset_id: str,
+    resolution: Annotated[int, Query(ge=8, le=MAX_RESOLUTION, description="Training resolution (bucket area: its square).")] = 1024,
+    bucket_step: Annotated[int, Query(ge=2, le=MAX_RESOLUTION, description="Bucket sides are multiples of this.")] = 64,
+    bucket_max_aspect: Annotated[float, Query(ge=1.0, le=8.0, description="Largest aspect ratio.")] = 2.0,
+) -> DatasetBuckets:
+    """How ``aspect_buckets: true`` would group the dataset's images at these settings (the same
+    arithmetic the trainer uses), and how many are smaller than their bucket."""
+    return DatasetBuckets(**datasets.buckets(session, tenant_id=tenant.id, dataset_id=dataset_id,
+                                             resolution=resolution, bucket_step=bucket_step,
+                                             bucket_max_aspect=bucket_max_aspect))
 
 
 @router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset and its files")

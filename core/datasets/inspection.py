@@ -10,7 +10,10 @@ from typing import Any
 
 from PIL import Image
 
+from contract.buckets import bucket_report
 from core.errors import UploadRejected
+
+DEFAULT_BUCKETS = {"resolution": 1024, "bucket_step": 64, "bucket_max_aspect": 2.0}  # SDXL's and Flux's native
 
 METADATA = "metadata.jsonl"
 FILE_FIELDS = ("file_name", "conditioning_file_name")  # entry fields that name a file of the dataset
@@ -50,12 +53,15 @@ class _ImageCheck:
     max_pixels: int | None = None
     sizes: Counter = field(default_factory=Counter)
     modes: Counter = field(default_factory=Counter)
+    image_sizes: Counter = field(default_factory=Counter)  # of the training images (not their controls)
 
-    def __call__(self, name: str) -> None:
-        _check_image(self.root, name, self.sizes, self.modes, self.max_pixels)
+    def __call__(self, name: str, *, control: bool = False) -> None:
+        size = _check_image(self.root, name, self.sizes, self.modes, self.max_pixels)
+        if not control:
+            self.image_sizes[size] += 1
 
 
-def _check_image(root: Path, name: str, sizes: Counter, modes: Counter, max_pixels: int | None) -> None:
+def _check_image(root: Path, name: str, sizes: Counter, modes: Counter, max_pixels: int | None) -> tuple[int, int]:
     try:
         with Image.open(root / name) as image:
             width, height = image.size
@@ -65,20 +71,26 @@ def _check_image(root: Path, name: str, sizes: Counter, modes: Counter, max_pixe
             image.load()
             sizes[image.size] += 1
             modes[image.mode] += 1
+            return image.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         reason = str(err).replace(str(root / name), name).replace(str(root), "")  # no server paths
         raise UploadRejected(f"not a readable image ({reason})", file=name) from None
 
 
-def _size_stats(sizes: Counter, modes: Counter) -> dict[str, Any]:
-    widths = [w for w, _ in sizes]
-    heights = [h for _, h in sizes]
+def _size_stats(check: _ImageCheck) -> dict[str, Any]:
+    """Smallest and largest sides, colour modes, the training images' sizes ({"WxH": count}) and their
+    aspect-ratio bucket histogram at the common 1024 px settings (``GET .../buckets`` for others)."""
+    widths = [w for w, _ in check.sizes]
+    heights = [h for _, h in check.sizes]
+    images = list(check.image_sizes.elements())
     return {
         "min_width": min(widths),
         "max_width": max(widths),
         "min_height": min(heights),
         "max_height": max(heights),
-        "modes": dict(modes),
+        "modes": dict(check.modes),
+        "image_sizes": {f"{w}x{h}": n for (w, h), n in sorted(check.image_sizes.items())},
+        "aspect_buckets": bucket_report(images, **DEFAULT_BUCKETS),
     }
 
 
@@ -94,7 +106,7 @@ def _class_folders(check: _ImageCheck, files: list[str]) -> DatasetInfo:
     classes = sorted(per_class)
     index = {c: i for i, c in enumerate(classes)}
     entries = [{"file_name": f, "label": index[f.split("/", 1)[0]]} for f in sorted(files)]
-    stats = {"images_per_class": dict(sorted(per_class.items())), **_size_stats(check.sizes, check.modes)}
+    stats = {"images_per_class": dict(sorted(per_class.items())), **_size_stats(check)}
     return DatasetInfo("class_folders", entries, classes, stats)
 
 
@@ -139,8 +151,8 @@ def _metadata(check: _ImageCheck, files: list[str]) -> DatasetInfo:
     for entry in entries:
         for key in FILE_FIELDS:
             if key in entry:
-                check(entry[key])
-    stats = {"conditioning": bool(conditioned), **_size_stats(check.sizes, check.modes)}
+                check(entry[key], control=key != "file_name")
+    stats = {"conditioning": bool(conditioned), **_size_stats(check)}
     return DatasetInfo("metadata", entries, None, stats)
 
 

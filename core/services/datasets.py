@@ -11,6 +11,7 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from contract.buckets import bucket_report, expand_sizes
 from core.datasets import archive, inspection, pack
 from core.enums import JobStatus
 from core.errors import ConflictError
@@ -28,6 +29,25 @@ SCOPE = "datasets"
 def get(session: Session, *, tenant_id: str, dataset_id: str) -> Dataset:
     """The tenant's dataset, or ``NotFoundError``."""
     return owned(session, Dataset, dataset_id, tenant_id=tenant_id, kind="dataset")
+
+
+def image_sizes(dataset: Dataset) -> list[tuple[int, int]]:
+    """(width, height) of each training image, from the stats recorded at upload; ``ConflictError`` for a
+    dataset uploaded before they were recorded."""
+    recorded = dataset.stats.get("image_sizes")
+    if recorded is None:
+        raise ConflictError(f"dataset {dataset.id} was uploaded before image sizes were recorded; upload it again "
+                            "to see its aspect-ratio buckets")
+    return expand_sizes(recorded)
+
+
+def buckets(session: Session, *, tenant_id: str, dataset_id: str, resolution: int, bucket_step: int,
+            bucket_max_aspect: float) -> dict:
+    """The aspect-ratio bucket histogram of the tenant's dataset at these settings."""
+    dataset = get(session, tenant_id=tenant_id, dataset_id=dataset_id)
+    report = bucket_report(image_sizes(dataset), resolution=resolution, bucket_step=bucket_step,
+                           bucket_max_aspect=bucket_max_aspect)
+    return {"dataset_id": dataset.id, **report}
 
 
 def list_page(session: Session, *, tenant_id: str, limit: int = 20, after: str | None = None) -> Page[Dataset]:

@@ -28,18 +28,21 @@ def load_family(config: TrainConfig, *, device: str = "cpu") -> Family:
 
 
 def scan_dataset(config: TrainConfig, data_dir):
-    """Validate the dataset layout the family reads (class folders, or captions [+ controls])."""
+    """Validate the dataset layout the family reads (class folders, or captions [+ controls]) and, with
+    ``aspect_buckets``, give each image its bucket."""
     spec = family(config.family)
     if spec.dataset_layout is DatasetLayout.CLASS_FOLDERS:
         from models.data import scan_image_folder
 
         return scan_image_folder(data_dir, resolution=config.resolution,
                                  upscale_small_images=config.upscale_small_images)
-    from models.captions import scan_caption_folder
+    from models.captions import scan_caption_folder, with_buckets
 
-    return scan_caption_folder(data_dir, resolution=config.resolution,
-                               upscale_small_images=config.upscale_small_images,
-                               require_conditioning=spec.needs_controls and config.control_extractor == "none")
+    # with buckets, an image's size is checked against its bucket rather than the square
+    folder = scan_caption_folder(data_dir, resolution=config.resolution,
+                                 upscale_small_images=config.upscale_small_images or config.aspect_buckets,
+                                 require_conditioning=spec.needs_controls and config.control_extractor == "none")
+    return with_buckets(folder, config) if config.aspect_buckets else folder
 
 
 __all__ = ["Family", "family_class", "load_family", "scan_dataset"]

@@ -82,8 +82,10 @@ class Family(ABC):
 
     # --- sampling and export ----------------------------------------------------------------------
     @abstractmethod
-    def generate_bank_batch(self, n: int, config: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, Any]:
-        """Sample n latents from the *base* model for the knowledge bank, with their conditions."""
+    def generate_bank_batch(self, n: int, config: TrainConfig, generator: torch.Generator, *,
+                            size: tuple[int, int] | None = None) -> tuple[torch.Tensor, Any]:
+        """Sample n latents from the *base* model for the knowledge bank, with their conditions; ``size``
+        (H, W) pixels for a bucket of an aspect-ratio bucketed run (else the trained square)."""
 
     @abstractmethod
     def sample_grid(self, model: nn.Module, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -153,9 +155,10 @@ class LatentFamily(Family):
 
     @torch.no_grad()
     def sample_chain(self, predict, n: int, *, steps: int, sampler: str, generator: torch.Generator,
-                     per_step: bool = False) -> torch.Tensor:
-        """Run the reverse chain from fresh noise for ``n`` latents; ``per_step`` as in ``denoise``."""
-        x = initial_noise((n, *self.latent_shape), generator, self.device)  # (N, C, h, w)
+                     per_step: bool = False, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Run the reverse chain from fresh noise for ``n`` latents (of ``size`` (H, W) pixels, else the
+        trained square); ``per_step`` as in ``denoise``."""
+        x = initial_noise((n, *self.latent_shape_at(size)), generator, self.device)  # (N, C, h, w)
         scheduler = self.inference_scheduler(sampler, steps)
         with autocast(self.device):
             x = denoise(predict, x, scheduler, generator=generator, per_step=per_step)
@@ -174,8 +177,17 @@ class LatentFamily(Family):
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         """(C, h, w) of one training latent."""
-        size = self.image_size // self.vae_factor
-        return int(self.vae.config.latent_channels), size, size
+        return self.latent_shape_at(None)
+
+    def latent_shape_at(self, size: tuple[int, int] | None) -> tuple[int, int, int]:
+        """(C, h, w) of the latent of a (H, W) pixel image (None: the trained square)."""
+        height, width = size or (self.image_size, self.image_size)
+        return int(self.vae.config.latent_channels), height // self.vae_factor, width // self.vae_factor
+
+    def bucket_resolutions(self) -> Resolutions | None:
+        """The sides aspect-ratio buckets may have (None: this family trains one square size)."""
+        resolutions = self.resolutions()
+        return resolutions if resolutions.multiple else None
 
     def inference_scheduler(self, sampler: str, steps: int):
         """A fresh scheduler for one reverse chain of ``steps`` steps (``sampler``: ddim | ddpm)."""

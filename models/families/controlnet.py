@@ -67,7 +67,8 @@ class ControlNetMixin:
         super().__init__(**parts)
         self.unet.eval().requires_grad_(False)
         self.denoiser = controlnet.to(self.device)
-        self.controls = torch.zeros(0)  # (N + M, 3, H, W)
+        self.controls: list[torch.Tensor] = []  # N + M control images (3, H, W), each at its row's size
+        self.validation_controls = torch.zeros(0)  # (n, 3, R, R): the first rows' at the trained square
         self.bank_control_offset = 0
         self.control_extractor = "canny"
 
@@ -86,37 +87,49 @@ class ControlNetMixin:
     def uses_flip(self, config: TrainConfig) -> bool:
         return False
 
-    def _target_controls(self, dataset, config: TrainConfig) -> torch.Tensor:
-        """The dataset's conditioning images, or controls extracted from its images."""
+    def _target_controls(self, dataset, config: TrainConfig, sizes: list) -> list[torch.Tensor]:
+        """The dataset's conditioning images, or controls extracted from its images, fitted to ``sizes``
+        (each row's bucket (H, W), or the square side): (3, H, W) each in [0, 1]."""
         files = dataset.controls or dataset.files
-        images = torch.stack([load_image(p, config.resolution) for p in files]).add(1).div(2)  # (N, 3, R, R)
-        return images if dataset.controls else extract_control(images, config.control_extractor)
+        images = [load_image(p, size).add(1).div(2) for p, size in zip(files, sizes, strict=False)]
+        return images if dataset.controls else [extract_control(i[None], config.control_extractor)[0] for i in images]
 
     @torch.no_grad()
-    def _bank_controls(self, bank, config: TrainConfig, batch_size: int = 32) -> torch.Tensor:
+    def _bank_controls(self, bank, config: TrainConfig, batch_size: int = 32) -> list[torch.Tensor]:
         """Controls of the bank images: extracted like the target's, or blank with extractor ``none``."""
-        size = self.image_size
         if config.control_extractor == "none":
-            return torch.zeros(len(bank), 3, size, size)
+            return [torch.zeros(3, *self.decode_size(bank.latents[:1])) for _ in range(len(bank))]
         chunks = [extract_control(self.decode_latents(bank.latents[i : i + batch_size]), config.control_extractor)
                   for i in range(0, len(bank), batch_size)]
-        return torch.cat(chunks)
+        return list(torch.cat(chunks).float())
+
+    def decode_size(self, latents: torch.Tensor) -> tuple[int, int]:
+        """(H, W) pixels of the images of latents (N, C, h, w)."""
+        return latents.shape[-2] * self.vae_factor, latents.shape[-1] * self.vae_factor
 
     def prepare_target(self, dataset, config: TrainConfig, bank, *, cache_dir, progress=None):
         """The base family's target set with a control id appended to its rows; bank conditions become
-        (bank condition, bank index) rows."""
+        (bank condition, control id) rows, bucket by bucket for a bank across aspect-ratio buckets."""
         latents = super().prepare_target(dataset, config, bank, cache_dir=cache_dir, progress=progress)
         self.control_extractor = config.control_extractor
-        n = len(latents)
-        tables = [self._target_controls(dataset, config)]
+        n, square = len(latents), config.resolution
+        self.controls = self._target_controls(dataset, config, dataset.sizes or [square] * n)
+        first = min(MAX_VALIDATION_PROMPTS, n)
+        self.validation_controls = torch.stack(self._target_controls(dataset, config, [square] * first)
+                                                if dataset.sizes else self.controls[:first])
         latents.labels = with_controls(latents.labels, torch.arange(n))  # (N, K + 1)
         self.bank_control_offset = n
-        if bank is not None:
-            tables.append(self._bank_controls(bank, config))
-            if bank.conditions.dim() == 1:
-                bank.conditions = with_controls(bank.conditions, torch.arange(len(bank)))  # (M, 2)
-        self.controls = torch.cat(tables).float()
+        for part in [] if bank is None else getattr(bank, "parts", [bank]):
+            offset = len(self.controls) - n
+            self.controls += self._bank_controls(part, config)
+            if not getattr(part, "with_control_ids", False):
+                part.conditions = with_controls(part.conditions, offset + torch.arange(len(part)))  # (M, K + 1)
+                part.with_control_ids = True
         return latents
+
+    def control_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Control images (n, 3, H, W) of control ids (n,) (one size: a batch is one bucket)."""
+        return torch.stack([self.controls[i] for i in ids.tolist()])
 
     # --- conditioning -----------------------------------------------------------------------------------
     def drop_conditions(self, cond: torch.Tensor, drop_prob: float, generator: torch.Generator) -> torch.Tensor:
@@ -146,7 +159,7 @@ class ControlNetMixin:
         return self.control_call(model, controls)
 
     def predict(self, model: nn.Module, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        controls = self.controls[cond[:, -1].cpu()]  # (N, 3, H, W)
+        controls = self.control_rows(cond[:, -1].cpu())  # (N, 3, H, W)
         return self.control_call(model, controls)(noisy, t, self.embeddings(text_conditions(cond)))
 
     # --- validation -------------------------------------------------------------------------------------
@@ -154,7 +167,7 @@ class ControlNetMixin:
         """Fixed (prompts, controls): the first target rows, with ``validation_prompts`` if given."""
         n = min(MAX_VALIDATION_PROMPTS, self.bank_control_offset)
         prompts = list(config.validation_prompts or self.captions[:n])[:n]
-        return prompts, self.controls[: len(prompts)]
+        return prompts, self.validation_controls[: len(prompts)]
 
     @torch.no_grad()
     def generate(self, model: nn.Module, config: TrainConfig, generator: torch.Generator):

@@ -168,7 +168,7 @@ class DiTFamily(LatentFamily):
                                    cache_dir=cache_dir, progress=progress)
 
     # --- knowledge bank and samples -------------------------------------------------------------------
-    def generate_bank_batch(self, n: int, config: TrainConfig, generator: torch.Generator):
+    def generate_bank_batch(self, n: int, config: TrainConfig, generator: torch.Generator, *, size=None):
         self._require_base("knowledge-bank generation")
         known = sorted(k for k in self.base_id2label if 0 <= k < self.base_num_classes)
         pool = torch.tensor(known or range(self.base_num_classes), dtype=torch.long)  # classes the base knows

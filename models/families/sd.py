@@ -21,6 +21,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from torch import nn
 
+from contract.families import Resolutions
 from contract.train_config import TrainConfig
 from models.difftune import drop_labels
 from models.families.base import LatentFamily, fingerprint_module
@@ -164,6 +165,15 @@ class SDFamily(LatentFamily):
     def sized_module(self) -> nn.Module:
         return self.base_denoiser
 
+    def size_multiple(self) -> int:
+        """Pixel sides a UNet trains at: multiples of its downsampling × the VAE factor."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1) * self.vae_factor
+
+    def bucket_resolutions(self) -> Resolutions | None:
+        """Multiples of the model's step: a UNet (SD-1.x/2.x) is convolutional, so buckets need no more
+        even where the configured square is its native size only."""
+        return super().bucket_resolutions() or Resolutions(self.resolutions().native, multiple=self.size_multiple())
+
     # --- conditioning ---------------------------------------------------------------------------------
     def drop_conditions(self, cond: torch.Tensor, drop_prob: float, generator: torch.Generator) -> torch.Tensor:
         return drop_labels(cond, 0, drop_prob, generator)
@@ -199,14 +209,15 @@ class SDFamily(LatentFamily):
         return {k: v.to(self.device) for k, v in self.encode_prompts(prompts).items()}
 
     # --- knowledge bank and samples -----------------------------------------------------------------
-    def generate_bank_batch(self, n: int, config: TrainConfig, generator: torch.Generator):
-        """n base-model images for prompts drawn from ``bank_prompts``; conditions are prompt ids."""
+    def generate_bank_batch(self, n: int, config: TrainConfig, generator: torch.Generator, *, size=None):
+        """n base-model images (of ``size`` (H, W), else the trained square) for prompts drawn from
+        ``bank_prompts``; conditions are prompt ids."""
         ids = torch.randint(0, len(self.bank_prompts), (n,), generator=generator)  # (n,)
         text = self.encode_on_device([self.bank_prompts[i] for i in ids.tolist()])
         bank = config.bank
         fn = self.guided_fn(self.text_call(self.base_denoiser.eval()), text, bank.guidance_scale)
         latents = self.sample_chain(fn, n, steps=bank.num_inference_steps, sampler=bank.sampler,
-                                      generator=generator)
+                                    generator=generator, size=size)
         return latents.cpu(), ids
 
     def validation_prompts(self, config: TrainConfig) -> list[str]:

@@ -32,6 +32,7 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPi
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
+from contract.buckets import Size, crop_geometry
 from contract.families import Resolutions
 from contract.train_config import TrainConfig
 from models.families.components import frozen_dtype, load_components
@@ -40,23 +41,14 @@ from models.prompts import Encoded
 from models.sampling import make_sampler
 
 
-def center_crop_offsets(width: int, height: int, size: int) -> tuple[int, int]:
-    """(top, left) of the ``size`` crop that ``models.data.center_crop`` takes, in the resized image
-    (the same arithmetic: halve while the shorter side is ≥ 2·size, scale it to ``size``, centre)."""
-    while min(width, height) >= 2 * size:
-        width, height = width // 2, height // 2
-    scale = size / min(width, height)
-    width, height = round(width * scale), round(height * scale)
-    return (height - size) // 2, (width - size) // 2
-
-
-def micro_conditions(files: list[Path], resolution: int) -> torch.Tensor:
-    """SDXL's size/crop ids (N, 6) of image files: orig_h, orig_w, crop_top, crop_left, R, R."""
+def micro_conditions(files: list[Path], sizes: list[Size]) -> torch.Tensor:
+    """SDXL's size/crop ids (N, 6) of image files fitted to ``sizes`` (H, W): orig_h, orig_w, crop_top,
+    crop_left, H, W (the crop ``models.data.fit_crop`` takes, in the resized image)."""
     rows = []
-    for path in files:
+    for path, size in zip(files, sizes, strict=True):
         with Image.open(path) as img:
             width, height = img.size
-        rows.append([height, width, *center_crop_offsets(width, height, resolution), resolution, resolution])
+        rows.append([height, width, *crop_geometry(width, height, size)[2:], *size])
     return torch.tensor(rows, dtype=torch.long).view(-1, 6)
 
 
@@ -113,9 +105,8 @@ class SDXLFamily(SDFamily):
 
     def resolutions(self) -> Resolutions:
         """Multiples of the UNet's downsampling × the VAE factor, with no upper bound (a convolutional UNet)."""
-        unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
         native = int(self.unet.config.sample_size) * self.vae_factor
-        return Resolutions(native=native, multiple=unet_factor * self.vae_factor)
+        return Resolutions(native=native, multiple=self.size_multiple())
 
     def inference_scheduler(self, sampler: str, steps: int):
         """DDIM/DDPM from the base's config; x₀ is not clipped (Euler never clips, latents are unbounded)."""
@@ -134,14 +125,15 @@ class SDXLFamily(SDFamily):
                                                                   do_classifier_free_guidance=False)
         return {"embeds": embeds.to(self.table_dtype).cpu(), "pooled": pooled.to(self.table_dtype).cpu()}
 
-    def default_time_ids(self, n: int) -> torch.Tensor:
-        """(n, 6) ids of an uncropped image at the trained size: what the pipeline samples with."""
-        size = self.image_size
-        return torch.tensor([size, size, 0, 0, size, size]).expand(n, 6)
+    def default_time_ids(self, n: int, size: Size | None = None) -> torch.Tensor:
+        """(n, 6) ids of an uncropped image at ``size`` (H, W), else the trained square: what the pipeline
+        samples with."""
+        height, width = size or (self.image_size, self.image_size)
+        return torch.tensor([height, width, 0, 0, height, width]).expand(n, 6)
 
-    def conditions_for_prompts(self, ids: torch.Tensor) -> torch.Tensor:
-        """Prompt ids (N,) -> rows (N, 7) at the default sizes."""
-        return torch.cat([ids.view(-1, 1), self.default_time_ids(len(ids))], dim=1)
+    def conditions_for_prompts(self, ids: torch.Tensor, size: Size | None = None) -> torch.Tensor:
+        """Prompt ids (N,) -> rows (N, 7) of uncropped images at ``size`` (else the trained square)."""
+        return torch.cat([ids.view(-1, 1), self.default_time_ids(len(ids), size)], dim=1)
 
     def embeddings(self, cond: torch.Tensor) -> Encoded:
         """Conditions (N, 7), or plain prompt ids (N,) at the default sizes -> the encoded prompts (id 0 as
@@ -167,7 +159,8 @@ class SDXLFamily(SDFamily):
     def prepare_target(self, dataset, config: TrainConfig, bank, *, cache_dir, progress=None):
         """SD's target set, its prompt ids extended to rows (prompt id, 6 size/crop ids)."""
         latents = super().prepare_target(dataset, config, bank, cache_dir=cache_dir, progress=progress)
-        sizes = micro_conditions(dataset.files, config.resolution)  # (N, 6)
+        square = (config.resolution, config.resolution)
+        sizes = micro_conditions(dataset.files, dataset.sizes or [square] * len(dataset))  # (N, 6)
         latents.labels = torch.cat([latents.labels.view(-1, 1), sizes], dim=1)  # (N, 7)
         return latents
 
@@ -175,10 +168,17 @@ class SDXLFamily(SDFamily):
         ids = super().drop_conditions(cond[:, 0], drop_prob, generator)
         return torch.cat([ids.view(-1, 1), cond[:, 1:]], dim=1)
 
+    def generate_bank_batch(self, n: int, config: TrainConfig, generator: torch.Generator, *, size=None):
+        """SD's bank batch; a bucket's images (``size``) are recorded as rows (prompt id, H, W, 0, 0, H, W)."""
+        latents, ids = super().generate_bank_batch(n, config, generator, size=size)
+        return latents, (self.conditions_for_prompts(ids, size) if size else ids)
+
     def bank_conditions(self, bank_cond: torch.Tensor) -> torch.Tensor:
-        """Bank prompt indices (M,), or rows holding them in column 0 -> rows (bank prompt id or 0, R, R, 0, 0,
-        R, R): bank images are sampled uncropped at the trained size."""
-        indices = bank_cond[:, 0] if bank_cond.dim() == 2 else bank_cond
+        """Bank prompt ids (M,) -> rows (bank prompt id or 0, R, R, 0, 0, R, R), or rows (M, 7) of a bucket's
+        bank -> the same with their sizes kept: bank images are sampled uncropped."""
+        if bank_cond.dim() == 2 and bank_cond.shape[1] == 7:
+            return torch.cat([super().bank_conditions(bank_cond[:, 0]).view(-1, 1), bank_cond[:, 1:]], dim=1)
+        indices = bank_cond.view(len(bank_cond), -1)[:, 0]
         return self.conditions_for_prompts(super().bank_conditions(indices))  # (M, 7)
 
     # --- export ---------------------------------------------------------------------------------------

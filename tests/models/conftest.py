@@ -70,20 +70,22 @@ def tiny_sd(tmp_path_factory) -> Path:
 
 
 def write_caption_folder(root: Path, captions: list[str], size: int = 20, seed: int = 0,
-                         controls: bool = False) -> Path:
-    """Random RGB PNGs listed in metadata.jsonl (with square-outline control images when asked)."""
+                         controls: bool = False, sizes: list[tuple[int, int]] | None = None) -> Path:
+    """Random RGB PNGs listed in metadata.jsonl (with square-outline control images when asked), each
+    ``size`` square or of ``sizes`` (width, height)."""
     import json
 
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     lines = []
     for i, text in enumerate(captions):
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f"{i}.png")
+        width, height = sizes[i] if sizes else (size, size)
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(root / f"{i}.png")
         row = {"file_name": f"{i}.png", "text": text}
         if controls:
-            edge = np.zeros((size, size, 3), np.uint8)
-            lo, hi = 3 + i % 4, size - 4
-            edge[lo, lo:hi] = edge[hi, lo:hi] = edge[lo:hi, lo] = edge[lo:hi + 1, hi] = 255
+            edge = np.zeros((height, width, 3), np.uint8)
+            lo, bottom, right = 3 + i % 4, height - 4, width - 4
+            edge[lo, lo:right] = edge[bottom, lo:right] = edge[lo:bottom, lo] = edge[lo:bottom + 1, right] = 255
             Image.fromarray(edge).save(root / f"{i}_control.png")
             row["conditioning_file_name"] = f"{i}_control.png"
         lines.append(json.dumps(row))
@@ -196,14 +198,14 @@ def with_random_lora(model, config, seed: int = 3):
 
 def build_trainer(config, data_dir, out_dir, cache_dir):
     """What run_training does before fitting, for any family: dataset, base, bank, target, Trainer."""
-    from models.bank import build_bank
+    from models.bank import bank_for
     from models.families import load_family, scan_dataset
     from models.trainer import Trainer
 
     family = load_family(config)
     dataset = scan_dataset(config, data_dir)
     family.attach_dataset(dataset, config)
-    bank = build_bank(family, config, cache_dir) if config.uses_bank else None
+    bank = bank_for(family, config, cache_dir, dataset) if config.uses_bank else None
     latents = family.prepare_target(dataset, config, bank, cache_dir=cache_dir)
     return Trainer(family, config, latents, bank, out_dir)
 

@@ -85,9 +85,10 @@ def test_conditions_pair_text_with_controls_and_bank_controls_are_extracted(make
         family, target = _prepared(make_cn_config(control_extractor=extractor), caption_folder,
                                    KnowledgeBank(bank.latents, bank.conditions.clone()))
         assert target.labels.tolist() == [[1, 0], [2, 1], [3, 2], [4, 3]] and target.mean.shape[1] == 1  # no flips
-        assert family.controls.shape == (7, 3, 16, 16)
-        assert family.controls[:4].amax() > 0.8  # the dataset's own (resized) control images
-        bank_controls = family.controls[4:]
+        controls = torch.stack(family.controls)
+        assert controls.shape == (7, 3, 16, 16)
+        assert controls[:4].amax() > 0.8  # the dataset's own (resized) control images
+        bank_controls = controls[4:]
         assert bank_controls.abs().sum() == 0 if extractor == "none" else bank_controls.amax() == 1.0
     rows = family.bank_conditions(torch.tensor([[1, 2]]))
     assert rows.tolist() == [[0, 6]]  # empty prompt, control of bank image 2
@@ -98,8 +99,9 @@ def test_conditions_pair_text_with_controls_and_bank_controls_are_extracted(make
 def test_controls_are_extracted_when_the_dataset_has_none(make_cn_config, tmp_path):
     root = write_caption_folder(tmp_path / "d", ["a", "b"])
     family, _ = _prepared(make_cn_config(control_extractor="grayscale"), root)
-    assert family.controls.shape == (2, 3, 16, 16)
-    assert torch.equal(family.controls[:, 0], family.controls[:, 1])  # gray: equal channels
+    controls = torch.stack(family.controls)
+    assert controls.shape == (2, 3, 16, 16)
+    assert torch.equal(controls[:, 0], controls[:, 1])  # gray: equal channels
     with pytest.raises(DatasetError, match="no conditioning_file_name"):
         scan_dataset(make_cn_config(control_extractor="none"), root)
 

@@ -18,7 +18,7 @@ class CountingFamily:
     def __getattr__(self, name):
         return getattr(self.family, name)
 
-    def generate_bank_batch(self, n, config, generator):
+    def generate_bank_batch(self, n, config, generator, *, size=None):
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt("interrupted")
         self.calls += 1

@@ -11,9 +11,9 @@ import torch
 from diffusers import StableDiffusionXLControlNetPipeline, StableDiffusionXLPipeline
 from PIL import Image
 
+from contract.buckets import crop_geometry
 from models.data import center_crop
 from models.families import load_family, scan_dataset
-from models.families.sdxl import center_crop_offsets
 
 from .conftest import check_exact_resume, run_with_convergence, tiny_config
 
@@ -59,7 +59,7 @@ def test_micro_conditioning_records_original_size_and_crop(make_family_config, s
     assert target.labels.tolist() == [[1, 20, 28, 0, 3, 16, 16], [2, 30, 20, 4, 0, 16, 16],
                                       [3, 40, 70, 0, 6, 16, 16]]
     pixels = np.random.default_rng(0).integers(0, 256, (27, 16, 3), dtype=np.uint8)  # no resize: exact pixels
-    assert center_crop_offsets(16, 27, 16) == (5, 0)
+    assert crop_geometry(16, 27, (16, 16)) == (16, 27, 5, 0)
     assert np.array_equal(np.asarray(center_crop(Image.fromarray(pixels), 16)), pixels[5:21])
     dropped = family.drop_conditions(target.labels, 1.0, torch.Generator())
     assert dropped[:, 0].tolist() == [0, 0, 0] and torch.equal(dropped[:, 1:], target.labels[:, 1:])
