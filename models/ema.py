@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
+
+
+def host_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` in host memory, made without a second copy on its device."""
+    memo: dict[int, object] = {}  # deepcopy takes these host copies for the module's tensors
+    for t in [*module.parameters(), *module.buffers()]:
+        host = t.detach().to("cpu", copy=True)
+        memo[id(t)] = nn.Parameter(host, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else host
+    return copy.deepcopy(module, memo)
 
 
 class EMA:
@@ -44,6 +57,21 @@ class EMA:
         """Write the averaged weights into ``module`` (a copy of the trained one)."""
         for param, avg in zip(self._params(module), self.shadow, strict=True):
             param.copy_(avg.to(param.dtype))
+
+    @contextmanager
+    def swapped_in(self, module: nn.Module) -> Iterator[nn.Module]:
+        """``module`` carrying the averaged weights inside the block, its own weights back after: no copy
+        of the model on its device (the trained weights wait in host memory)."""
+        params = self._params(module)
+        with torch.no_grad():
+            saved = [p.detach().to("cpu", copy=True) for p in params]
+            self.copy_to(module)
+        try:
+            yield module
+        finally:
+            with torch.no_grad():
+                for param, value in zip(params, saved, strict=True):
+                    param.copy_(value)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(zip(self.names, self.shadow, strict=True))

@@ -14,7 +14,8 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from models.bank import KnowledgeBank
 from models.data_order import EpochSampler, data_order
 from models.difftune import combine_losses, per_sample_mse, split_batch
 from models.distributed import DistInfo, any_rank, barrier, mean_across_ranks
-from models.ema import EMA
+from models.ema import EMA, host_copy
 from models.families.base import Family
 from models.grid import save_grid
 from models.latents import LatentSet
@@ -238,13 +239,29 @@ class Trainer:
         self.load_state_dict(*ckpt.read_trainer_state(checkpoint, self.dist.rank))
 
     def ema_model(self) -> nn.Module | None:
-        """A copy of the denoiser carrying the EMA weights (what checkpoints and samples use).
-        Sharded, every rank calls it (a gather) and only rank 0 gets the model."""
+        """A host-memory copy of the denoiser carrying the EMA weights (what checkpoints export), so
+        saving never holds a second model on the device. Sharded, every rank calls it (a gather) and only
+        rank 0 gets the model (on its device)."""
         if self.sharded:
             return self._gathered(ema=True)
-        model = copy.deepcopy(self.module)
+        model = host_copy(self.module)
         self.ema.copy_to(model)
-        return (model.float() if self._inference_needs_fp32() else model).eval()
+        return model.eval()
+
+    @contextmanager
+    def ema_weights(self) -> Iterator[nn.Module | None]:
+        """The denoiser with the EMA weights for sampling: swapped into the training module in place (no
+        second model on the device); sharded, the gathered EMA model on rank 0 (None elsewhere)."""
+        if self.sharded:
+            yield self._gathered(ema=True)
+            return
+        if self._inference_needs_fp32():  # sampled in fp32 on the CPU: a copy, in host memory anyway
+            yield self.ema_model().float()
+            return
+        was_training = self.module.training
+        with self.ema.swapped_in(self.module) as model:
+            yield model.eval()
+        self.module.train(was_training)
 
     def _gathered(self, *, ema: bool) -> nn.Module | None:
         """The sharded denoiser as one plain module on rank 0 (raw or EMA weights); None elsewhere."""
@@ -293,11 +310,13 @@ class Trainer:
 
     def save_samples(self) -> Path | None:
         """Sample a validation grid with the EMA weights into samples/step_XXXXXXX.png (rank 0)."""
-        model = self.ema_model() if self.sharded or self.dist.is_main else None
-        if not self.dist.is_main:
+        if not (self.sharded or self.dist.is_main):
             return None
-        generator = torch.Generator().manual_seed(self.config.seed)
-        images = self.family.sample_grid(model, self.config, generator)
+        with self.ema_weights() as model:
+            if not self.dist.is_main:
+                return None
+            generator = torch.Generator().manual_seed(self.config.seed)
+            images = self.family.sample_grid(model, self.config, generator)
         path = self.out_dir / "samples" / f"{step_name(self.step)}.png"
         save_grid(images, path)
         return path

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.ema import EMA
+from models.ema import EMA, host_copy
 
 
 def scalar_module(value: float) -> nn.Module:
@@ -48,3 +48,19 @@ def test_updates_average_with_the_current_decay():
     target = scalar_module(-1.0)
     ema.copy_to(target)
     assert target.weight.item() == pytest.approx(expected)
+
+
+def test_sampling_swaps_the_average_in_and_the_trained_weights_back():
+    module = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    ema = EMA(module, decay=0.5)
+    with torch.no_grad():
+        module[0].weight.add_(1.0)
+    ema.update(module)  # the average is now halfway
+    trained = {k: v.clone() for k, v in module.state_dict().items()}
+    with ema.swapped_in(module) as swapped:
+        assert swapped is module and torch.allclose(module[0].weight, trained["0.weight"] - 0.5)
+    assert all(torch.equal(v, trained[k]) for k, v in module.state_dict().items())
+    copy = host_copy(module)  # on the CPU too: its own storage, never the trained tensors
+    ema.copy_to(copy)
+    assert torch.equal(module[0].weight, trained["0.weight"]) and not torch.equal(copy[0].weight, module[0].weight)
+    assert copy[1].running_mean.data_ptr() != module[1].running_mean.data_ptr()
