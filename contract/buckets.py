@@ -18,13 +18,13 @@ Size = tuple[int, int]  # (height, width) in pixels
 
 
 def bucket_sizes(resolution: int, step: int, max_aspect: float) -> list[Size]:
-    """The (height, width) buckets of area ≤ resolution², sides multiples of ``step``, each the largest
-    for its height, sorted from tallest to widest."""
+    """The (height, width) buckets of area ≤ resolution², sides multiples of ``step``, each the widest
+    for its height (and its transpose), sorted from tallest to widest."""
     area, sizes = resolution * resolution, set()
     for height in range(step, area // step + 1, step):
         width = (area // height) // step * step
         if width >= step and max(height, width) <= max_aspect * min(height, width):
-            sizes.add((height, width))
+            sizes |= {(height, width), (width, height)}  # portrait and landscape alike
     return sorted(sizes, key=lambda s: s[1] / s[0])
 
 
