@@ -86,6 +86,10 @@ class BucketSampler:
             self._batches = self._epoch_batches(self.epoch)
         return batch[self.info.rank * per_rank : (self.info.rank + 1) * per_rank]
 
+    def skip_to(self, bucket: int) -> None:
+        """Make the next batch this epoch's first from ``bucket`` (the memory plan measures the largest)."""
+        self.position = next(i for i, (b, _) in enumerate(self._batches) if b == bucket)
+
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
 

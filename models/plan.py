@@ -100,6 +100,8 @@ def plan_memory(config: TrainConfig, data_dir: str | Path, *, device: str, cache
     cuda = device.startswith("cuda")
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(family, step_config, latents, None, out, dist=DistInfo(device=device))
+        if sizes := getattr(latents, "sizes", None):  # aspect-ratio buckets: measure the one of most pixels
+            trainer.target_order.skip_to(max(range(len(sizes)), key=lambda b: sizes[b][0] * sizes[b][1]))
         parts, peak = measure_step(trainer)
     notes = []
     if config.parallelism == "fsdp" and processes > 1:

@@ -68,6 +68,8 @@ def test_every_batch_comes_from_one_bucket_and_an_epoch_visits_every_row():
     replay = BucketSampler(groups, seed=3, info=DistInfo(), per_rank=2)
     replay.next(2), replay.next(2)
     assert all(torch.equal(again.next(2), replay.next(2)) for _ in range(7))
+    again.skip_to(1)
+    assert again.next(2).tolist() == [1, 1]  # the epoch's batch of bucket 1
     halves = [BucketSampler(groups, seed=3, info=DistInfo(rank=r, world_size=2), per_rank=1).next(1) for r in (0, 1)]
     assert torch.cat(halves).tolist() == BucketSampler(groups, seed=3, info=DistInfo(), per_rank=2).next(2).tolist()
 
@@ -134,3 +136,16 @@ def test_every_text_family_trains_in_buckets(family, tiny_pipeline, mixed_folder
     result = run_training(config, data_dir=mixed_folder, out_dir=tmp_path / "o", cache_dir=tmp_path / "c")
     assert result.fit.step == 2 and (result.fit.last_checkpoint / "meta.json").is_file()
     assert (tmp_path / "o" / "samples").is_dir()  # validation grids still sample the square
+
+
+def test_the_memory_plan_measures_the_bucket_of_most_pixels(make_family_config, mixed_folder, tmp_path, monkeypatch):
+    from models import plan
+
+    measured = []
+    real = plan.measure_step
+    monkeypatch.setattr(plan, "measure_step", lambda trainer: measured.append(trainer.next_batch()[0].shape)
+                        or real(trainer))
+    result = plan.plan_memory(make_family_config("sdxl", **BUCKETED), mixed_folder, device="cpu",
+                              cache_dir=tmp_path / "c")
+    assert measured[0][-2:] == (8, 8)  # 16×16 px (256 px²) beats 20×12 and 12×20 (240 px²)
+    assert result.parts["activations"] > 0
