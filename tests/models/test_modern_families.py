@@ -16,7 +16,14 @@ from models.families import load_family, scan_dataset
 from models.flow_matching import stream_mean_sigma
 from models.run import run_training
 
-from .conftest import build_trainer, check_exact_resume, example_inputs, pipeline_class, with_random_lora
+from .conftest import (
+    build_trainer,
+    check_exact_resume,
+    example_inputs,
+    pipeline_class,
+    with_random_lora,
+    write_caption_folder,
+)
 
 FAMILIES = ("sd3", "sdxl", "flux")
 FLOW_FAMILIES = tuple(f for f in FAMILIES if family_spec(f).flow_matching)
@@ -148,15 +155,19 @@ def test_the_bank_is_keyed_by_what_changes_its_images(make_family_config, captio
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes_tune_flux_lora(make_family_config, caption_folder, tmp_path):
-    """Flux LoRA with Diff-Tuning under torchrun (gloo): one checkpoint, its LoRA loads in FluxPipeline."""
+def test_ddp_two_cpu_processes_tune_flux_lora(make_family_config, tmp_path):
+    """Flux LoRA with Diff-Tuning in aspect-ratio buckets under torchrun (gloo): the ranks agree on each
+    step's bucket; one checkpoint, its LoRA loads in FluxPipeline."""
     import os
     import subprocess
     import sys
 
     import yaml
 
-    config = make_family_config("flux", peft="lora", max_steps=2, checkpoint_every=2, sample_every=2)
+    caption_folder = write_caption_folder(tmp_path / "d", ["a", "b", "c", "d"], sizes=[(40, 24), (24, 40), (20, 20),
+                                                                                     (40, 24)])
+    config = make_family_config("flux", peft="lora", max_steps=2, checkpoint_every=2, sample_every=2,
+                                aspect_buckets=True, bucket_step=4)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cli.main",
            "train", str(tmp_path / "c.yaml"), "--data", str(caption_folder), "--out", str(tmp_path / "run"),
