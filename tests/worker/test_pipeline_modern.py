@@ -1,5 +1,6 @@
 """SDXL, SD3 and Flux over REST: register the folder, the load check learns the sizes it trains at,
-a Diff-Tuning LoRA job runs through the worker, and diffusers loads what the service stored."""
+a Diff-Tuning LoRA job in aspect-ratio buckets runs through the worker, and diffusers loads what the
+service stored."""
 
 from __future__ import annotations
 
@@ -44,10 +45,17 @@ def test_a_modern_family_tunes_over_rest_and_loads_in_diffusers(worker_ctx, clie
     checked = client.get(f"/v1/base-models/{model.json()['id']}", headers=auth).json()
     multiple, largest = TINY_RESOLUTIONS[api_name]
     assert checked["resolutions"] == {"native": checked["image_size"], "multiple": multiple, "largest": largest}
-    data = client.post("/v1/datasets", headers=auth, files={"file": ("d.zip", archives.zip(archives.captioned(n=3)))})
+    files = archives.captioned(n=3)  # landscape, portrait and square: three aspect-ratio buckets
+    for i, size in enumerate([(40, 24), (24, 40), (20, 20)]):
+        files[f"images/{i}.png"] = archives.png((60 * i, 80, 120), size=size)
+    data = client.post("/v1/datasets", headers=auth, files={"file": ("d.zip", archives.zip(files))})
     assert data.status_code == 201, data.text
+    buckets = client.get(f"/v1/datasets/{data.json()['id']}/buckets", headers=auth,
+                         params={"resolution": 16, "bucket_step": 4}).json()
+    assert buckets["histogram"] == {"12x20": 1, "16x16": 1, "20x12": 1}
     hyper = {**TINY_HYPERPARAMETERS, "max_steps": 2, "checkpoint_every": 2, "sample_every": 2, "peft": "lora",
-             "lora_rank": 2, "max_sequence_length": 16, "lora_format": "kohya"}
+             "lora_rank": 2, "max_sequence_length": 16, "lora_format": "kohya", "aspect_buckets": True,
+             "bucket_step": 4}
     body = {"base_model": model.json()["id"], "dataset": data.json()["id"], "method": "difftune",
             "hyperparameters": hyper}
     refused = client.post("/v1/jobs", headers=auth, json={**body, "hyperparameters": {**hyper, "resolution": 18, "upscale_small_images": True}})
