@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import openapi, problems
+from api import metrics, openapi, problems
 from api.auth_cache import TenantCache
 from api.gate import Gate
 from api.rate_limit import RateLimiter
@@ -68,6 +68,8 @@ def create_app(settings: Settings, *, poll_seconds: float = 1.0) -> FastAPI:
     app.state.validation_slots = ValidationSlots(settings.max_concurrent_validations)
     problems.install(app)
     openapi.install(app)
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    app.state.metrics = metrics.install(app, token)
     app.include_router(health.router)
     upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
     json_limit = settings.max_json_bytes

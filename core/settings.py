@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     )
     public_url: str = Field("http://127.0.0.1:8000", description="Base URL that local download links use.")
     download_url_ttl: int = Field(3600, gt=0, description="Seconds a download link stays valid.")
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token GET /metrics requires (Prometheus' `authorization` credentials); open "
+        "when unset: its series are aggregate counts that name no tenant or resource."
+    )
     auth_cache_seconds: float = Field(
         5.0, ge=0, description="Seconds an API process caches a key→tenant lookup (spares a database query per "
         "request). A revocation clears every process's cache at once through Redis; without Redis keys are "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from api.deps import (
     CurrentTenant,
@@ -17,6 +17,7 @@ from api.deps import (
     StorageDep,
     refuse_nul,
 )
+from api.metrics import count_upload
 from api.schemas import DatasetBuckets, DatasetOut, ListResponse
 from contract.train_config import MAX_RESOLUTION
 from core.datasets.archive import Limits
@@ -37,6 +38,7 @@ def fingerprint(stream: BinaryIO, name: str) -> str:
 
 @router.post("", status_code=201, summary="Upload a dataset archive")
 def create_dataset(
+    request: Request,
     session: SessionDep,
     tenant: CurrentTenant,
     settings: SettingsDep,
@@ -67,6 +69,7 @@ def create_dataset(
             idempotency_key=idempotency_key,
             fingerprint=fingerprint(file.file, name or filename) if idempotency_key else "",
         )
+    count_upload(request, "dataset", file)
     return DatasetOut.of(dataset)
 
 

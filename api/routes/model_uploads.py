@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from api.deps import (
     CeleryDep,
@@ -16,6 +16,7 @@ from api.deps import (
     StorageDep,
     refuse_nul,
 )
+from api.metrics import count_upload
 from api.routes.base_models import checked
 from api.routes.datasets import fingerprint
 from api.schemas import BaseModelOut
@@ -30,6 +31,7 @@ MAX_MODEL_FILES = 10_000
 
 @router.post("", status_code=201, summary="Upload a base model (zip or tar of a diffusers folder)")
 def upload_base_model(
+    request: Request,
     session: SessionDep,
     tenant: CurrentTenant,
     celery: CeleryDep,
@@ -56,4 +58,5 @@ def upload_base_model(
             limits=limits, workdir=settings.cache_dir / "uploads", max_pending=settings.tenant_max_pending_checks,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint(file.file, f"{name}\0{family}") if idempotency_key else "")
+    count_upload(request, "base_model", file)
     return checked(celery, model)
