@@ -280,6 +280,25 @@ class EventOut(BaseModel):
     data: dict[str, Any] | None
 
 
+class MetricPoint(BaseModel):
+    step: int
+    loss: float | None
+    loss_target: float | None = Field(description="The target (reconsolidation) stream's loss.")
+    loss_bank: float | None = Field(description="The knowledge bank (retention) stream's loss; null without a bank.")
+    learning_rate: float | None
+    images_per_sec: float | None
+
+
+class JobMetricsOut(BaseModel):
+    object: Literal["job.metrics"] = "job.metrics"
+    job_id: str
+    total_points: int = Field(description="Logged steps in the requested range.")
+    downsampled: bool = Field(description="True when points are means over equal step ranges (each at its "
+                              "range's last step) because the range holds more than max_points.")
+    data: list[MetricPoint]
+    evaluation: dict[str, Any] | None = Field(description="The convergence metric's latest figures and history.")
+
+
 class FileLink(BaseModel):
     path: str
     url: str

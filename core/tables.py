@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -165,6 +166,23 @@ class JobEvent(Base):
     type: Mapped[str] = mapped_column(String(30), default="message")
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobMetric(Base):
+    """A job's training figures at one logged step (every ``log_every`` steps, unthrottled): the series
+    ``GET /v1/jobs/{id}/metrics`` plots. A resumed attempt re-logs steps after its checkpoint over the
+    old rows."""
+
+    __tablename__ = "job_metric"
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True)
+    loss: Mapped[float | None] = mapped_column(Float)
+    loss_target: Mapped[float | None] = mapped_column(Float)
+    loss_bank: Mapped[float | None] = mapped_column(Float)
+    learning_rate: Mapped[float | None] = mapped_column(Float)
+    images_per_sec: Mapped[float | None] = mapped_column(Float)
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # latest metric, if any
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

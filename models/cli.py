@@ -16,10 +16,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from contract.families import FAMILIES, FamilySpec, family_of_pipeline
 from contract.families import family as family_spec
+from models.run_log import MetricsLog, RunDisplay
 
 tiny_app = typer.Typer(help="Build tiny random pipelines offline (tests, experiments).", no_args_is_help=True)
 analyze_app = typer.Typer(help="Diagnostics on tuned models (chain-of-forgetting probe).", no_args_is_help=True)
@@ -55,30 +55,6 @@ def _load(config_path: Path, **overrides):
         fail(str(err))
 
 
-class _Bars:
-    """rich progress bars for the phases of a run (bank, encode, train)."""
-
-    def __init__(self, progress: Progress):
-        self.progress, self.tasks = progress, {}
-
-    def phase(self, name: str, done: int, total: int) -> None:
-        if name not in self.tasks:
-            self.tasks[name] = self.progress.add_task(name, total=total, info="")
-        self.progress.update(self.tasks[name], completed=done)
-
-    def train(self, p) -> None:
-        bank = f" bank {p.loss_bank:.4f}" if p.loss_bank is not None else ""
-        info = f"loss {p.loss:.4f} (target {p.loss_target:.4f}{bank}) {p.images_per_sec:.0f} img/s"
-        if "train" not in self.tasks:
-            self.tasks["train"] = self.progress.add_task("train", total=p.total_steps, info=info)
-        self.progress.update(self.tasks["train"], completed=p.step, info=info)
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description:>7}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console)
-
-
 def train(
     config: Annotated[Path, typer.Argument(help="YAML file with TrainConfig fields.")],
     data: Annotated[Path, typer.Option(help="dit: one sub-folder per class; sd/controlnet: images with "
@@ -106,10 +82,15 @@ def train(
     cfg = _load(config, base_model=base_model, max_steps=max_steps)
     dist = init_distributed(device)
     try:
-        with StopSignals() as stop, _progress() as progress:
-            bars = _Bars(progress)
+        with StopSignals() as stop, RunDisplay(console) as display:
+            metrics = MetricsLog(out)
+
+            def on_progress(p) -> None:
+                display.train(p)
+                metrics(p)
+
             result = run_training(cfg, data_dir=data, out_dir=out, cache_dir=_cache_dir(cache_dir), resume=resume,
-                                  dist=dist, on_phase=bars.phase, on_progress=bars.train,
+                                  dist=dist, on_phase=display.phase, on_progress=on_progress,
                                   should_stop=stop.requested)
     except OutOfMemory as err:
         fail(f"{err}: rerun with the change and --resume to continue from it")
@@ -183,9 +164,8 @@ def bank(
         family = load_family(cfg, device=device or default_device())
     except ValueError as err:
         fail(str(err))
-    with _progress() as progress:
-        bars = _Bars(progress)
-        result = build_bank(family, cfg, _cache_dir(cache_dir), progress=lambda d, t: bars.phase("bank", d, t))
+    with RunDisplay(console) as display:
+        result = build_bank(family, cfg, _cache_dir(cache_dir), progress=lambda d, t: display.phase("bank", d, t))
     folder = _cache_dir(cache_dir) / "banks" / bank_key(family, cfg.bank)
     print(json.dumps({"bank": str(folder), "images": len(result), "shape": list(result.latents.shape)}))
 

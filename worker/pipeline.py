@@ -25,7 +25,7 @@ from contract.outputs import step_name
 from contract.train_config import TrainConfig, dump_config
 from core.enums import JobKind, JobStatus
 from core.queue import enqueue_job
-from core.services import base_models, jobs
+from core.services import base_models, job_metrics, jobs
 from core.storage import StorageError
 from core.tables import Job
 from models.oom import OutOfMemory
@@ -69,7 +69,10 @@ class Reporter:
                         "encode": f"encoding {total} images to latents"}.get(name, name), total=total)
 
     def progress(self, p) -> None:
+        """Every logged step joins the metrics history; progress rows and events are throttled."""
         self.last = p.as_dict()
+        self.lease.write(lambda session: job_metrics.record(session, job_id=self.lease.job_id, step=p.step,
+                                                            figures=self.last))
         now = time.monotonic()
         if now - self._last_write < PROGRESS_EVERY_S and p.step < p.total_steps:
             return

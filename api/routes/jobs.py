@@ -17,6 +17,7 @@ from api.schemas import (
     FileLink,
     ForgettingProbeCreate,
     JobCreate,
+    JobMetricsOut,
     JobOut,
     ListResponse,
     ReportOut,
@@ -26,7 +27,7 @@ from api.sse import event_out, stream_events
 from core.enums import JobStatus
 from core.errors import InvalidError
 from core.queue import enqueue_job
-from core.services import idempotency, job_events, jobs, outputs, probes
+from core.services import idempotency, job_events, job_metrics, jobs, outputs, probes
 from core.storage.keys import report_prefix
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,24 @@ def list_events(
             mode="json"
         )
     )
+
+
+@router.get("/{job_id}/metrics", summary="A job's metrics history (losses split target/bank, lr, images/s)")
+def get_metrics(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    job_id: str,
+    max_points: Annotated[int, Query(ge=2, le=10_000, description="Most points returned; a longer range is "
+                                     "averaged over equal step ranges.")] = 1000,
+    from_step: Annotated[int | None, Query(ge=0, description="First step of the range (zooming in).")] = None,
+    to_step: Annotated[int | None, Query(ge=0, description="Last step of the range.")] = None,
+) -> JobMetricsOut:
+    """Every logged step (every `log_every` steps), as a series to plot; recorded while the job runs."""
+    jobs.get(session, tenant_id=tenant.id, job_id=job_id)
+    if from_step is not None and to_step is not None and to_step < from_step:
+        raise InvalidError.field("to_step", f"{to_step} is before from_step {from_step}")
+    series = job_metrics.series(session, job_id=job_id, max_points=max_points, from_step=from_step, to_step=to_step)
+    return JobMetricsOut(job_id=job_id, **series)
 
 
 @router.get("/{job_id}/checkpoints", summary="A job's checkpoints with download URLs")

@@ -35,6 +35,7 @@ class Service:
     pid: int
     workdir: Path
     server: dict
+    database_url: str = ""
 
 
 def free_port() -> int:
@@ -154,7 +155,8 @@ def service(
         base_url = f"http://127.0.0.1:{port}"
         _wait_healthy(base_url, proc, server_log)
         log(f"server pid {proc.pid} on {base_url}")
-        yield Service(base_url, {"Authorization": f"Bearer {secret}"}, job_id, proc.pid, workdir, server)
+        yield Service(base_url, {"Authorization": f"Bearer {secret}"}, job_id, proc.pid, workdir, server,
+                      database_url)
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)

@@ -26,13 +26,13 @@ def test_percentile_is_nearest_rank():
 def test_bench_all_small_run():
     command = [
         sys.executable, "-m", "bench.service", "all", "--rate", "50", "--seconds", "1", "--warmup", "0.3",
-        "--upload-mb", "5", "--pg-admin-url", PG_ADMIN_URL,
+        "--upload-mb", "5", "--history-jobs", "20", "--history-points", "3000", "--pg-admin-url", PG_ADMIN_URL,
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-4000:]
     figures = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-    assert [f["measurement"] for f in figures] == ["latency", "upload"]
-    latency, upload = figures
+    assert [f["measurement"] for f in figures] == ["latency", "upload", "history"]
+    latency, upload, history = figures
 
     assert latency["requests"] == 50 and latency["errors"] == 0, latency
     ms = latency["latency_ms"]
@@ -50,6 +50,11 @@ def test_bench_all_small_run():
     assert isinstance(upload["rss_growth_mib"], int | float) and upload["rss_growth_mib"] >= 0
     assert upload["rss_peak_mib"] >= upload["rss_baseline_mib"] > 0
     assert upload["throughput_mib_s"] > 0 and upload["total_s"] >= upload["send_s"] >= 0
+
+    assert history["jobs"] == 21 and history["metric_points"] == 3000
+    metrics = history["pages"]["metrics"]
+    assert metrics["points"] <= 1000 and metrics["total_points"] == 3000 and metrics["downsampled"]
+    assert history["pages"]["jobs_list"]["p50_ms"] > 0 and isinstance(history["pages"]["job"]["ok"], bool)
 
     # The throw-away database is gone.
     name = re.search(r"database (difftune_bench_[0-9a-f]+)", result.stderr).group(1)

@@ -36,11 +36,19 @@ def test_train_resume_and_sample(tiny_base, image_folder, tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "checkpoint:" in result.output and "step_0000003" in result.output
+    # not a terminal: plain progress lines of at most 80 columns, the last at the last step
+    lines = [line for line in result.output.splitlines() if line.startswith("step ")]
+    assert lines[-1].startswith("step 3/3 loss ") and "img/s eta" in lines[-1]
+    assert all(len(line) <= 80 for line in result.output.splitlines() if not line.startswith(("checkpoint", "samples")))
+    series = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in series] == [1, 2, 3] and all(p["loss_bank"] is not None for p in series)
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--resume" in again.output
     more = runner.invoke(app, [*args, "--resume", "--max-steps", "5"])
     assert more.exit_code == 0, more.output
     assert ckpt.latest_checkpoint(tmp_path / "run").name == "step_0000005"
+    series = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in series] == [1, 2, 3, 4, 5]  # the resumed run continues the series
 
     grid = tmp_path / "grid.png"
     sampled = runner.invoke(app, ["sample", str(ckpt.latest_checkpoint(tmp_path / "run")), "--labels", "0,2,1",

@@ -21,6 +21,10 @@ def test_job_runs_publishes_and_succeeds(make_job, worker_ctx, client, auth, sto
     assert body["status"] == "succeeded"
     assert body["progress"]["step"] == 6 and body["progress"]["total_steps"] == 6
     assert body["metrics"]["loss_bank"] is not None
+    series = client.get(f"/v1/jobs/{job['id']}/metrics", headers=auth).json()  # every logged step (log_every 1)
+    assert [p["step"] for p in series["data"]] == [1, 2, 3, 4, 5, 6]
+    assert all(p["loss_bank"] is not None and p["images_per_sec"] > 0 for p in series["data"])
+    assert series["data"][-1]["loss"] == pytest.approx(body["metrics"]["loss"])
     checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=auth).json()["data"]
     assert [c["step"] for c in checkpoints] == [3, 6]
     samples = client.get(f"/v1/jobs/{job['id']}/samples", headers=auth).json()["data"]
