@@ -20,7 +20,10 @@ Size = tuple[int, int]  # (height, width) in pixels
 def bucket_sizes(resolution: int, step: int, max_aspect: float) -> list[Size]:
     """The (height, width) buckets of area ≤ resolution², sides multiples of ``step``, each the widest
     for its height (and its transpose), sorted from tallest to widest."""
-    area, sizes = resolution * resolution, set()
+    if not 0 < step <= resolution:
+        raise ValueError(f"bucket_step: {step}px must be between 1 and the resolution {resolution}px")
+    side = resolution // step * step
+    area, sizes = resolution * resolution, {(side, side)}  # the square: there is always one bucket
     for height in range(step, area // step + 1, step):
         width = (area // height) // step * step
         if width >= step and max(height, width) <= max_aspect * min(height, width):

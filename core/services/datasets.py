@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from contract.buckets import bucket_report, expand_sizes
 from core.datasets import archive, inspection, pack
 from core.enums import JobStatus
-from core.errors import ConflictError
+from core.errors import ConflictError, InvalidError
 from core.ids import new_id
 from core.services import idempotency
 from core.services.common import owned
@@ -45,6 +45,8 @@ def buckets(session: Session, *, tenant_id: str, dataset_id: str, resolution: in
             bucket_max_aspect: float) -> dict:
     """The aspect-ratio bucket histogram of the tenant's dataset at these settings."""
     dataset = get(session, tenant_id=tenant_id, dataset_id=dataset_id)
+    if bucket_step > resolution:
+        raise InvalidError.field("bucket_step", f"{bucket_step}px is larger than the resolution {resolution}px")
     report = bucket_report(image_sizes(dataset), resolution=resolution, bucket_step=bucket_step,
                            bucket_max_aspect=bucket_max_aspect)
     return {"dataset_id": dataset.id, **report}

@@ -36,6 +36,10 @@ def test_stats_show_the_bucket_histogram_and_any_settings_can_be_asked(client, a
     assert (body["dataset_id"], body["object"], body["smaller_than_bucket"]) == (mixed["id"], "dataset.buckets", 0)
     bad = client.get(url, headers=auth, params={"bucket_max_aspect": 0.5})
     assert bad.status_code == 422 and "bucket_max_aspect" in bad.text
+    bad = client.get(url, headers=auth, params={"resolution": 16, "bucket_step": 32})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "bucket_step"
+    square = client.get(url, headers=auth, params={"resolution": 100, "bucket_step": 64, "bucket_max_aspect": 1})
+    assert square.json()["histogram"] == {"64x64": 4}  # at most 1:1, the one square bucket
     assert client.get(url, headers=other_auth).status_code == 404  # another tenant's dataset does not exist
 
 

@@ -42,6 +42,7 @@ def test_buckets_hold_about_the_area_in_steps_within_the_aspect_limit():
     assert buckets.nearest_bucket(1536, 1024, sizes) == (832, 1216)  # 3:2 landscape
     assert buckets.nearest_bucket(1000, 4000, sizes) == (1408, 704)  # 1:4 portrait: the tallest allowed
     assert buckets.bucket_sizes(16, 4, 2.0) == [(20, 12), (16, 16), (12, 20)]
+    assert buckets.bucket_sizes(100, 64, 1.0) == [(64, 64)]  # always at least the square
     assert buckets.histogram([(12, 20), (16, 16), (12, 20)]) == {"16x16": 1, "20x12": 2}
 
 
