@@ -13,12 +13,13 @@ from api.auth_cache import TenantCache
 from api.gate import Gate
 from api.rate_limit import RateLimiter
 from api.routes import api_keys as key_routes
-from api.routes import base_models, datasets, files, health, jobs, model_uploads
+from api.routes import base_models, datasets, files, health, jobs, model_uploads, webhooks
 from api.uploads import ContentLengthLimit, ValidationSlots
 from core.db import make_engine, make_sessionmaker
-from core.queue import make_celery
+from core.queue import enqueue_webhook, make_celery
 from core.revocations import Revocations, shared_state_url
 from core.services import api_keys
+from core.services import webhooks as webhook_service
 from core.settings import Settings
 from core.storage import make_storage
 
@@ -62,6 +63,7 @@ def create_app(settings: Settings, *, poll_seconds: float = 1.0) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
     app.state.storage = make_storage(settings)
     app.state.celery = make_celery(settings)
+    webhook_service.set_dispatcher(lambda delivery_id: enqueue_webhook(app.state.celery, delivery_id))
     app.state.poll_seconds = poll_seconds
     app.state.tenant_cache = TenantCache(ttl=settings.auth_cache_seconds)
     app.state.revocations = Revocations(shared_state_url(settings))
@@ -78,10 +80,11 @@ def create_app(settings: Settings, *, poll_seconds: float = 1.0) -> FastAPI:
                                                    model_uploads.router.prefix: model_limit,
                                                    base_models.router.prefix: json_limit,
                                                    jobs.router.prefix: json_limit,
-                                                   key_routes.router.prefix: json_limit})
+                                                   key_routes.router.prefix: json_limit,
+                                                   webhooks.router.prefix: json_limit})
     app.add_middleware(Gate, limiter=RateLimiter(settings.rate_limit, shared_state_url(settings)))
     app.include_router(datasets.router, max_body_size=upload_limit)
     app.include_router(model_uploads.router, max_body_size=model_limit)
-    for module in (base_models, jobs, key_routes, files):  # JSON bodies: bounded while they stream in (413)
+    for module in (base_models, jobs, key_routes, files, webhooks):  # JSON bodies: bounded while they stream in (413)
         app.include_router(module.router, max_body_size=json_limit)
     return app

@@ -183,6 +183,17 @@ class Resources(_Request):
     gpus: int = Field(1, ge=1, le=8, description="GPUs on one host; more than one runs under torchrun.")
 
 
+WebhookEvent = Literal["job.running", "job.succeeded", "job.failed", "job.cancelled", "job.checkpoint",
+                       "job.sample"]
+
+
+class WebhookSpec(_Request):
+    url: str = Field(max_length=2000, description="http(s) URL the job's events are POSTed to, signed as Standard "
+                     "Webhooks with the tenant's secret (GET /v1/webhooks/secret).")
+    events: list[WebhookEvent] | None = Field(None, min_length=1, max_length=6,
+                                              description="Events to send; all of them when omitted.")
+
+
 class JobCreate(_Request):
     base_model: str = Field(description="Id of a registered base model (`bm_…`).")
     dataset: str = Field(description="Id of an uploaded dataset (`ds_…`).")
@@ -201,6 +212,8 @@ class JobCreate(_Request):
         None, description="Id of a finished tuning job (`job_…`) whose latest checkpoint this job starts from: "
         "after an out-of-memory failure with the change its error names, after a cancel, or to train further. "
         "Same base model, dataset, GPUs, peft/LoRA shape and optimizer; max_steps above that checkpoint's step.")
+    webhook: WebhookSpec | None = Field(None, description="Where to POST the job's events (status changes, "
+                                        "checkpoints, sample grids).")
     dry_run: bool = Field(
         False, description="Measure instead of train: a job of kind `memory_plan` runs one real step of this job on a "
         "worker and records its memory per process by part (`metrics.memory_plan`); it fails naming the settings to "
@@ -250,6 +263,7 @@ class JobOut(BaseModel):
     metadata: dict[str, Any]
     resources: dict[str, Any]
     resume_from: dict[str, Any] | None = Field(None, description="The checkpoint (`job_id`, `step`) the job started from.")
+    webhook: dict[str, Any] | None = Field(None, description="`url` and `events` its events are POSTed to.")
     progress: JobProgress
     metrics: dict[str, Any] | None
     error: str | None
@@ -297,6 +311,34 @@ class JobMetricsOut(BaseModel):
                               "range's last step) because the range holds more than max_points.")
     data: list[MetricPoint]
     evaluation: dict[str, Any] | None = Field(description="The convergence metric's latest figures and history.")
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str
+    object: Literal["webhook.delivery"] = "webhook.delivery"
+    event: str
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    response_status: int | None = Field(description="What the receiver answered last (null: no answer).")
+    error: str | None
+    next_attempt_at: datetime | None = Field(description="When a pending delivery is tried again.")
+    created_at: datetime
+    delivered_at: datetime | None
+    payload: dict[str, Any] = Field(description="The body that is (or was) sent.")
+
+    @classmethod
+    def of(cls, row) -> WebhookDeliveryOut:
+        out = cls.model_validate(row, from_attributes=True)
+        if out.status != "pending":
+            out.next_attempt_at = None
+        return out
+
+
+class WebhookSecretOut(BaseModel):
+    object: Literal["webhook.secret"] = "webhook.secret"
+    secret: str = Field(description="whsec_…: verify the webhook-signature header with it (Standard Webhooks).")
+    created_at: datetime
 
 
 class FileLink(BaseModel):

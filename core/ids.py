@@ -13,6 +13,7 @@ PREFIXES = {
     "job": "job",
     "checkpoint": "ckpt",
     "sample": "smp",
+    "webhook_delivery": "whd",
 }
 
 

@@ -10,6 +10,8 @@ RUN_JOB_TASK = "worker.tasks.run_job"
 CHECK_BASE_MODEL_TASK = "worker.tasks.check_base_model"
 GPU_QUEUE = "gpu"
 CHECKS_QUEUE = "checks"  # base-model load checks: CPU workers, so a flood of them never delays training
+DELIVER_WEBHOOK_TASK = "worker.webhook_tasks.deliver_webhook"
+WEBHOOKS_QUEUE = "webhooks"  # webhook deliveries: the light worker.webhook_app, never behind a training job
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -44,6 +46,13 @@ def enqueue_job(app: Celery, job_id: str) -> None:
 def enqueue_base_model_check(app: Celery, base_model_id: str) -> None:
     """Ask a ``checks`` worker to load a newly registered base model and mark it ready or failed."""
     _send(app, CHECK_BASE_MODEL_TASK, base_model_id, CHECKS_QUEUE)
+
+
+def enqueue_webhook(app: Celery, delivery_id: str, *, countdown: float = 0.0) -> None:
+    """Send one attempt at a webhook delivery (after ``countdown`` seconds); no broker retries here: a
+    lost send is re-sent by the webhook worker's relay from the database."""
+    app.send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=WEBHOOKS_QUEUE, countdown=countdown or None,
+                  retry=False)
 
 
 def check_broker(app: Celery) -> None:

@@ -109,6 +109,18 @@ class Settings(BaseSettings):
         "base models; none by default. The service's own storage area is never allowed."
     )
 
+    # --- webhooks --------------------------------------------------------------------------------
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Hosts (and their subdomains) webhooks may be sent to (JSON list or "
+        "comma-separated); any public host when empty."
+    )
+    webhook_allow_private: bool = Field(
+        False, description="Also deliver to private, loopback and link-local addresses (a trusted network only)."
+    )
+    webhook_max_attempts: int = Field(8, ge=1, le=50, description="Attempts per delivery (back-off 5 s, 10 s, "
+                                      "20 s, … up to an hour) before it is marked failed.")
+    webhook_timeout_s: float = Field(10.0, gt=0, le=120, description="Seconds a receiver has to answer.")
+
     # --- auth and links --------------------------------------------------------------------------
     bootstrap_tenant: str | None = Field(None, description="Tenant ensured at API start (embedded/compose).")
     bootstrap_api_key: SecretStr | None = Field(
@@ -141,7 +153,7 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(Path(".cache/difftune"), description="Local cache: uploads, datasets, models.")
 
-    @field_validator("model_roots", "model_s3_prefixes", mode="before")
+    @field_validator("model_roots", "model_s3_prefixes", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         """A JSON list or a comma-separated string."""

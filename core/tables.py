@@ -136,6 +136,7 @@ class Job(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
     resume_from: Mapped[dict[str, Any] | None]  # {"job_id", "step"}: the checkpoint a job starts from
+    webhook: Mapped[dict[str, Any] | None]  # {"url", "events"}: where the job's events are POSTed
     step: Mapped[int] = mapped_column(default=0)
     total_steps: Mapped[int | None]
     eta_at: Mapped[datetime | None]
@@ -184,6 +185,35 @@ class JobMetric(Base):
     images_per_sec: Mapped[float | None] = mapped_column(Float)
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # latest metric, if any
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookSecret(Base):
+    """A tenant's webhook signing secret (Standard Webhooks ``whsec_…``), made on first use."""
+
+    __tablename__ = "webhook_secret"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event of a job on its way to the job's webhook (the outbox row and its delivery log)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_status_next_attempt_at", "status", "next_attempt_at"),)
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(String(2000))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    response_status: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
 
 
 class Checkpoint(Base):

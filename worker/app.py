@@ -11,7 +11,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from core.queue import CHECK_BASE_MODEL_TASK, CHECKS_QUEUE, GPU_QUEUE
+from core.queue import CHECK_BASE_MODEL_TASK, CHECKS_QUEUE, DELIVER_WEBHOOK_TASK, GPU_QUEUE, WEBHOOKS_QUEUE
 from core.settings import load_settings
 
 VISIBILITY_TIMEOUT = 7 * 24 * 3600  # longer than any job; the heartbeat reaper reacts first
@@ -19,10 +19,10 @@ VISIBILITY_TIMEOUT = 7 * 24 * 3600  # longer than any job; the heartbeat reaper 
 
 def make_app() -> Celery:
     settings = load_settings()
-    app = Celery("difftune-worker", broker=settings.broker_url, include=["worker.tasks"])
+    app = Celery("difftune-worker", broker=settings.broker_url, include=["worker.tasks", "worker.webhook_tasks"])
     app.conf.update(
         task_default_queue=GPU_QUEUE,
-        task_routes={CHECK_BASE_MODEL_TASK: {"queue": CHECKS_QUEUE}},
+        task_routes={CHECK_BASE_MODEL_TASK: {"queue": CHECKS_QUEUE}, DELIVER_WEBHOOK_TASK: {"queue": WEBHOOKS_QUEUE}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

@@ -10,7 +10,8 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, make_sessionmaker
-from core.queue import make_celery
+from core.queue import enqueue_webhook, make_celery
+from core.services import webhooks
 from core.settings import Settings, load_settings
 from core.storage import Storage, make_storage
 
@@ -32,5 +33,8 @@ class WorkerContext:
 @cache
 def context() -> WorkerContext:
     settings = load_settings()
-    return WorkerContext(settings=settings, sessions=make_sessionmaker(make_engine(settings.database_url)),
-                         storage=make_storage(settings), producer=make_celery(settings))
+    ctx = WorkerContext(settings=settings, sessions=make_sessionmaker(make_engine(settings.database_url)),
+                        storage=make_storage(settings), producer=make_celery(settings))
+    # webhook deliveries staged by this process's writes go out as soon as they are committed
+    webhooks.set_dispatcher(lambda delivery_id: enqueue_webhook(ctx.producer, delivery_id))
+    return ctx

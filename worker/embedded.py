@@ -81,6 +81,9 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+WEBHOOK_WORKER = "webhooks"  # the light worker.webhook_app process (and its log's name)
+
+
 @dataclass
 class EmbeddedStack:
     """The API and a worker as child processes; use as a context manager."""
@@ -124,6 +127,9 @@ class EmbeddedStack:
                             "--port", str(self.port), "--log-level", "warning"])
         for queues in self.worker_queues:
             self.spawn_worker(queues)
+        self._spawn(WEBHOOK_WORKER, ["-m", "celery", "--app", "worker.webhook_app:app", "worker", "--pool=solo",
+                                     "--queues", "webhooks", "--hostname", f"{WEBHOOK_WORKER}@%h", "--loglevel", "INFO",
+                                     "--without-gossip", "--without-mingle", "--without-heartbeat"])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.stop_signal is not None:
@@ -159,7 +165,7 @@ class EmbeddedStack:
 
     def _worker_ready(self) -> bool:
         """Celery logs ``celery@host ready.`` once it consumes from the queue."""
-        logs = [self.log_dir / f"{self.worker_name(q)}.log" for q in self.worker_queues]
+        logs = [self.log_dir / f"{name}.log" for name in [*map(self.worker_name, self.worker_queues), WEBHOOK_WORKER]]
         return all(log.exists() and " ready." in log.read_text(errors="replace")[-20000:] for log in logs)
 
     def running(self) -> bool:

@@ -22,12 +22,13 @@ from api.schemas import (
     ListResponse,
     ReportOut,
     SampleOut,
+    WebhookDeliveryOut,
 )
 from api.sse import event_out, stream_events
 from core.enums import JobStatus
 from core.errors import InvalidError
 from core.queue import enqueue_job
-from core.services import idempotency, job_events, job_metrics, jobs, outputs, probes
+from core.services import idempotency, job_events, job_metrics, jobs, outputs, probes, webhooks
 from core.storage.keys import report_prefix
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ def create_job(
     body: JobCreate,
     idempotency_key: IdempotencyKey = None,
 ):
+    webhook = None
+    if body.webhook is not None:  # the operator's rules: scheme, allowed hosts, no private addresses
+        webhook = {"url": webhooks.check_url(body.webhook.url, settings), "events": body.webhook.events}
     job = jobs.create(
         session,
         tenant_id=tenant.id,
@@ -57,6 +61,7 @@ def create_job(
         gpus=body.resources.gpus,
         resume_from=body.resume_from,
         dry_run=body.dry_run,
+        webhook=webhook,
         max_queued=settings.tenant_max_queued_jobs,
         idempotency_key=idempotency_key,
         fingerprint=idempotency.request_hash(body.model_dump(mode="json")),
@@ -183,6 +188,15 @@ def get_metrics(
         raise InvalidError.field("to_step", f"{to_step} is before from_step {from_step}")
     series = job_metrics.series(session, job_id=job_id, max_points=max_points, from_step=from_step, to_step=to_step)
     return JobMetricsOut(job_id=job_id, **series)
+
+
+@router.get("/{job_id}/webhook-deliveries", summary="A job's webhook deliveries (the delivery log), oldest first")
+def list_webhook_deliveries(
+    session: SessionDep, tenant: CurrentTenant, job_id: str, page: PageDep
+) -> ListResponse[WebhookDeliveryOut]:
+    jobs.get(session, tenant_id=tenant.id, job_id=job_id)
+    result = webhooks.list_page(session, job_id=job_id, limit=page.limit, after=page.after)
+    return ListResponse(data=[WebhookDeliveryOut.of(d) for d in result.data], has_more=result.has_more)
 
 
 @router.get("/{job_id}/checkpoints", summary="A job's checkpoints with download URLs")

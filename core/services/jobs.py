@@ -18,7 +18,7 @@ from core.enums import BaseModelStatus, JobKind, JobStatus
 from core.errors import ConflictError, InvalidError, QuotaExceeded
 from core.hyperparameters import job_hyperparameters
 from core.ids import new_id
-from core.services import idempotency, job_events, resume
+from core.services import idempotency, job_events, resume, webhooks
 from core.services.common import owned, referenced
 from core.services.pagination import Page, paginate
 from core.tables import Dataset, Job, RegisteredModel, Tenant, utcnow
@@ -57,6 +57,7 @@ def create(
     gpus: int = 1,
     resume_from: str | None = None,
     dry_run: bool = False,
+    webhook: dict[str, Any] | None = None,
     max_queued: int | None = None,
     idempotency_key: str | None = None,
     fingerprint: str = "",
@@ -97,6 +98,7 @@ def create(
         metadata_=metadata or {},
         resources={"gpus": gpus},
         resume_from=start or None,
+        webhook=webhook or None,  # {"url", "events"}, checked against the operator's rules by the caller
         total_steps=1 if dry_run else config["max_steps"],
     )
     return insert(session, job, request, max_queued=max_queued)
@@ -137,6 +139,9 @@ def _transition(
     if changed:
         level = "error" if target == JobStatus.FAILED else "info"
         job_events.add(session, job_id=job_id, type="status", level=level, message=message)
+        if (kind := f"job.{target}") in webhooks.EVENTS:  # running, succeeded, failed, cancelled
+            data = {"message": message, **({"error": values.get("error")} if target == JobStatus.FAILED else {})}
+            webhooks.emit(session, job_id=job_id, event=kind, data=data)
     session.commit()
     return changed
 

@@ -1,6 +1,7 @@
 """Checkpoints and sample grids a job published, at fixed keys (a rerun updates, never duplicates).
 
-The writes stage in the caller's transaction: the worker commits them under its lease."""
+The writes stage in the caller's transaction (with the job's webhook deliveries of them): the worker
+commits them under its lease."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core.ids import new_id
+from core.services import webhooks
 from core.services.pagination import Page, paginate
 from core.storage.keys import checkpoint_prefix, sample_key
 from core.tables import Checkpoint, Sample
@@ -31,7 +33,9 @@ def create_checkpoint(
 ) -> Checkpoint:
     """Stage the record of the checkpoint published at ``step``."""
     prefix = checkpoint_prefix(job_id, step)
-    return _upsert(session, Checkpoint, "checkpoint", job_id, step, storage_prefix=prefix, metrics=metrics)
+    row = _upsert(session, Checkpoint, "checkpoint", job_id, step, storage_prefix=prefix, metrics=metrics)
+    webhooks.emit(session, job_id=job_id, event="job.checkpoint", data={"checkpoint": {"id": row.id, "step": step}})
+    return row
 
 
 def delete_checkpoint(session: Session, *, job_id: str, step: int) -> None:
@@ -54,7 +58,9 @@ def checkpoint_steps(session: Session, *, job_id: str) -> list[int]:
 
 def create_sample(session: Session, *, job_id: str, step: int) -> Sample:
     """Stage the record of the sample grid published at ``step``."""
-    return _upsert(session, Sample, "sample", job_id, step, storage_key=sample_key(job_id, step))
+    row = _upsert(session, Sample, "sample", job_id, step, storage_key=sample_key(job_id, step))
+    webhooks.emit(session, job_id=job_id, event="job.sample", data={"sample": {"id": row.id, "step": step}})
+    return row
 
 
 def list_samples(session: Session, *, job_id: str, limit: int = 20, after: str | None = None) -> Page[Sample]:

@@ -15,7 +15,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from core.queue import CHECKS_QUEUE, GPU_QUEUE
+from core.queue import CHECKS_QUEUE, GPU_QUEUE, WEBHOOKS_QUEUE
 from core.settings import ENV_PREFIX, Settings, load_settings
 from tests.core.test_import_rules import OURS, imported_packages
 
@@ -43,7 +43,7 @@ def dockerfile(service: str) -> Path:
 
 
 def test_stack_has_every_service_with_health_checks():
-    assert set(SERVICES) == {"postgres", "redis", "minio", "createbucket", "api", "worker", "checker"}
+    assert set(SERVICES) == {"postgres", "redis", "minio", "createbucket", "api", "worker", "checker", "webhooks"}
     for name in ("postgres", "redis", "minio", "api"):
         assert SERVICES[name]["healthcheck"]["test"], name
     assert SERVICES["api"]["depends_on"] == {
@@ -61,7 +61,11 @@ def test_worker_reserves_nvidia_gpus_and_the_checker_serves_checks_on_cpu():
     assert "deploy" not in SERVICES["checker"] and SERVICES["checker"]["build"] == SERVICES["worker"]["build"]
     assert environment("checker")["WORKER_QUEUES"] == CHECKS_QUEUE
     script = (ROOT / "docker/worker-entrypoint.sh").read_text()
-    assert f'QUEUES="${{WORKER_QUEUES:-{GPU_QUEUE}}}"' in script and "--pool solo" in script
+    assert f'QUEUES="${{WORKER_QUEUES:-{GPU_QUEUE}}}"' in script and 'POOL="${WORKER_POOL:-solo}"' in script
+    # webhooks: the light app on its own queue, many at once, on the worker image without a GPU
+    hooks = environment("webhooks")
+    assert hooks["WORKER_QUEUES"] == WEBHOOKS_QUEUE and hooks["WORKER_APP"] == "worker.webhook_app:app"
+    assert hooks["WORKER_POOL"] == "threads" and "deploy" not in SERVICES["webhooks"]
 
 
 @pytest.mark.parametrize("service", ["api", "worker"])

@@ -29,7 +29,8 @@ def tiny_base_dir(tmp_path_factory) -> Path:
 def make_job(client, auth, archives, tiny_base_dir):
     """POST a dataset, a base model (local folder) and a job through the API; return the job JSON."""
 
-    def make(**hyperparameters) -> dict:
+    def make(extra: dict | None = None, **hyperparameters) -> dict:
+        """``extra``: more fields of the job's POST body (e.g. a webhook)."""
         data = archives.zip(archives.class_folders(classes=2, per_class=3))
         dataset = client.post("/v1/datasets", headers=auth, files={"file": ("d.zip", data)})
         assert dataset.status_code == 201, dataset.text
@@ -38,7 +39,7 @@ def make_job(client, auth, archives, tiny_base_dir):
         assert model.status_code == 201, model.text
         job = client.post("/v1/jobs", headers=auth, json={
             "base_model": model.json()["id"], "dataset": dataset.json()["id"], "method": "difftune",
-            "hyperparameters": {**TINY_HYPERPARAMETERS, **hyperparameters}})
+            "hyperparameters": {**TINY_HYPERPARAMETERS, **hyperparameters}, **(extra or {})})
         assert job.status_code == 201, job.text
         return job.json()
 
