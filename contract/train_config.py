@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contract.families import FAMILIES, FAMILY_NAMES, family
 
@@ -212,7 +212,25 @@ class TrainConfig(_Strict):
     validation_guidance_scale: float = Field(4.0, ge=1.0)
     sample_steps: int = Field(50, ge=1, le=1000, description="DDIM steps for sample grids.")
     log_every: int = Field(10, ge=1, le=MAX_STEPS)
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, max_length=3, description="Experiment trackers fed every logged step (losses split "
+        "target/bank, lr, images/s, the convergence metric) and every sample grid: tensorboard (OUT/tensorboard, "
+        "published with a service job), mlflow (MLFLOW_TRACKING_URI, else OUT/mlflow/mlflow.db), wandb (when "
+        "installed). `none` or a single name are accepted too."
+    )
+    tracker_project: str = Field("difftune", min_length=1, max_length=100,
+                                 description="MLflow experiment / W&B project the runs are logged under.")
     seed: Seed = 0
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, value: Any) -> Any:
+        """``none`` → [], a single name → [name]; each tracker once."""
+        if value is None or value == "none":
+            return []
+        if isinstance(value, str):
+            return [value]
+        return list(dict.fromkeys(value)) if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainConfig:

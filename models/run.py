@@ -21,6 +21,7 @@ from models.bank import bank_for
 from models.distributed import DistInfo, barrier
 from models.families import load_family, scan_dataset
 from models.oom import out_of_memory
+from models.trackers import Trackers, check_installed
 from models.trainer import ArtifactCallback, FitResult, ProgressCallback, Trainer
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def run_training(
     on_progress: ProgressCallback | None = None,
     on_artifact: ArtifactCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    run_name: str | None = None,
 ) -> RunResult:
     """Tune ``config.base_model`` on the dataset ``data_dir`` (class folders for dit, captioned images for
     sd/controlnet); write checkpoints to ``out_dir``.
@@ -58,10 +60,11 @@ def run_training(
     ``should_stop`` (a cancel, :class:`models.interrupt.StopSignals`) is asked by ``Trainer.fit`` after
     each step (every ``log_every`` steps under DDP); fit then checkpoints the step it stopped at and
     ``fit.stopped`` says so. A request made while the bank or latents are built takes effect after
-    the first training step.
+    the first training step. ``report_to`` trackers log the run as ``run_name`` (default: ``out_dir``'s name).
     """
     dist = dist or DistInfo()
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
+    check_installed(config)  # a missing tracker library fails before anything is loaded
     folder = scan_dataset(config, data_dir)
     class_folders = family_spec(config.family).dataset_layout is DatasetLayout.CLASS_FOLDERS
     if class_folders and config.num_classes is not None and config.num_classes != len(folder.class_names):
@@ -79,7 +82,7 @@ def run_training(
     try:
         fit = _load_and_fit(config, folder, out_dir, cache_dir, existing if resume else None, dist, stage,
                             on_phase=on_phase, on_progress=on_progress, on_artifact=on_artifact,
-                            should_stop=should_stop)
+                            should_stop=should_stop, run_name=run_name or out_dir.name)
         oom = None
     except torch.OutOfMemoryError:
         trainer = stage["trainer"]
@@ -95,7 +98,8 @@ def run_training(
 
 
 def _load_and_fit(config: TrainConfig, folder, out_dir: Path, cache_dir: Path, resume_from: Path | None,
-                  dist: DistInfo, stage: dict, *, on_phase, on_progress, on_artifact, should_stop) -> FitResult:
+                  dist: DistInfo, stage: dict, *, on_phase, on_progress, on_artifact, should_stop,
+                  run_name: str) -> FitResult:
     """Load the base, build the bank and the latents, train; ``stage`` records how far it got."""
     family = load_family(config, device=dist.device)
     _check_resolution(family, config, folder)
@@ -114,7 +118,23 @@ def _load_and_fit(config: TrainConfig, folder, out_dir: Path, cache_dir: Path, r
     if resume_from:
         trainer.resume(resume_from)
         log.info("resumed from %s at step %d", resume_from, trainer.step)
-    return trainer.fit(on_progress=on_progress, on_artifact=on_artifact, should_stop=should_stop)
+    trackers = Trackers(config if dist.is_main else config.model_copy(update={"report_to": []}), out_dir, run_name)
+
+    def progress(p) -> None:
+        trackers.log(p)
+        if on_progress:
+            on_progress(p)
+
+    def artifact(kind: str, step: int, path: Path) -> None:
+        if kind == "samples":
+            trackers.log_grid(step, path)
+        if on_artifact:
+            on_artifact(kind, step, path)
+
+    try:
+        return trainer.fit(on_progress=progress, on_artifact=artifact, should_stop=should_stop)
+    finally:
+        trackers.close()
 
 
 def _check_resolution(family, config: TrainConfig, folder) -> None:

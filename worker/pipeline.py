@@ -147,7 +147,7 @@ def train(ctx: WorkerContext, job_id: str, spec: TrainSpec, *, lease: Lease | No
         cache_dir=ctx.cache_dir / "ml", resume=True, dist=dist,
         on_phase=reporter.phase if main else None, on_progress=reporter.progress,
         on_artifact=Publisher(ctx, lease, keep=spec.config.keep_checkpoints) if main else None,
-        should_stop=reporter.should_stop)
+        should_stop=reporter.should_stop, run_name=job_id)
     return {"step": result.fit.step, "stopped": result.fit.stopped, "metrics": reporter.last}
 
 

@@ -10,9 +10,11 @@ from sqlalchemy.orm import Session
 
 from contract.outputs import step_name
 from core.services import model_locations, outputs
-from core.storage.keys import checkpoint_prefix, sample_key
+from core.storage.keys import checkpoint_prefix, report_prefix, sample_key
 from worker.context import WorkerContext
 from worker.lease import Lease
+
+TRACKER_DIRS = ("tensorboard", "mlflow")  # what report_to writes under the run's folder (models/trackers.py)
 
 
 class Publisher:
@@ -42,6 +44,15 @@ class Publisher:
         if self.lease.write(lambda session: outputs.create_checkpoint(session, job_id=self.job_id, step=step,
                                                                      metrics=metrics)):
             self.lease.write(self._prune)
+        self.tracker_files(folder.parent.parent)
+
+    def tracker_files(self, out_dir: Path) -> None:
+        """Publish the run's TensorBoard event files and local MLflow store as the job's reports (listed
+        with download links by ``GET /v1/jobs/{id}/reports``), fresh at every checkpoint."""
+        for name in TRACKER_DIRS:
+            for file in sorted(p for p in (out_dir / name).rglob("*") if p.is_file()):
+                self.ctx.storage.put_file(report_prefix(self.job_id) + f"{name}/{file.relative_to(out_dir / name).as_posix()}",
+                                          file)
 
     def _prune(self, session: Session) -> None:
         """Remove all but the ``keep`` newest published checkpoints (and those a registered base model

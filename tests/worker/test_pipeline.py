@@ -12,10 +12,12 @@ from core.tables import Job
 def test_job_runs_publishes_and_succeeds(make_job, worker_ctx, client, auth, storage, tmp_path):
     from worker.pipeline import run
 
-    job = make_job()
+    job = make_job(report_to=["tensorboard"])
     status = run(job["id"])
     body = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
     assert status == "succeeded", body["error"]
+    reports = [r["name"] for r in client.get(f"/v1/jobs/{job['id']}/reports", headers=auth).json()["data"]]
+    assert any(name.startswith("tensorboard/events.out.tfevents") for name in reports), reports
     assert run(job["id"]) == "skipped"  # a duplicate delivery claims nothing
     body = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
     assert body["status"] == "succeeded"
