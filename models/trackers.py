@@ -71,13 +71,12 @@ class _MLflow:
 
         self.mlflow = mlflow
         local = out_dir / "mlflow"
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(local / 'mlflow.db').resolve()}"
+        self.server = server = os.environ.get("MLFLOW_TRACKING_URI")  # read first: set_tracking_uri sets it too
         local.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(uri)
+        mlflow.set_tracking_uri(server or f"sqlite:///{(local / 'mlflow.db').resolve()}")
         experiment = mlflow.get_experiment_by_name(config.tracker_project)
         experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
-            config.tracker_project, artifact_location=None if "MLFLOW_TRACKING_URI" in os.environ
-            else (local / "artifacts").resolve().as_uri())
+            config.tracker_project, artifact_location=None if server else (local / "artifacts").resolve().as_uri())
         self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
         mlflow.log_params(_flat_config(config))
 
@@ -89,6 +88,8 @@ class _MLflow:
 
     def close(self) -> None:
         self.mlflow.end_run()
+        if self.server is None:  # the next run in this process (a worker's next job) must not log here
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 class _WandB:
