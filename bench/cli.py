@@ -107,8 +107,11 @@ def transfer(
                 say(f"warning: preset {preset} is sized for one GPU and none is visible; on CPU it takes days")
             setup = digits_preset(out, preset=preset, base=base, say=say, base_steps=base_steps, **options)
         else:
-            setup = _general_setup(out, source, target, heldout, base, config,
-                                   base_steps or PRESETS["digits"].base_steps, with_preset_defaults(options))
+            from bench.transfer_general import general_setup
+
+            setup = general_setup(out, source=source, target=target, heldout=heldout, base=base, config=config,
+                                  base_steps=base_steps or PRESETS["digits"].base_steps,
+                                  options=with_preset_defaults(options), say=say)
         for spec in methods:  # every method's config is valid before anything trains
             setup.config(spec, seed=0)
     except ValueError as err:
@@ -170,25 +173,6 @@ def controlnet(
         task = bar.add_task("train", total=len(setup.methods) * seeds * steps)
         run_benchmark(setup, say=say, on_step=lambda done: bar.update(task, completed=done))
     print(out / "report.md")
-
-
-def _general_setup(out, source, target, heldout, base, config, base_steps, options):
-    from bench.demo import build_base_model
-    from bench.transfer import TransferSetup
-    from contract.train_config import dump_config, load_config
-
-    if target is None or heldout is None or (source is None and base is None):
-        raise ValueError("give --preset, or --target and --heldout with --base or --source")
-    train = dump_config(load_config(config)) if config else {}
-    if base is None:
-        resolution = int(train.get("resolution", 16))
-        base = build_base_model(out, source, out / "cache", steps=base_steps, resolution=resolution, say=say)
-    if "resolution" not in train:
-        from models.families.dit import DiTFamily
-
-        train["resolution"] = DiTFamily.from_pretrained(str(base)).image_size
-    train.update(upscale_small_images=True)
-    return TransferSetup(source=source, target=target, heldout=heldout, out=out, base=base, train=train, **options)
 
 
 def library_demo(

@@ -197,7 +197,7 @@ def _captioned(spec: DigitsPreset, domains: dict[str, Path]) -> dict[str, Path]:
 #################################################################################
 
 
-def _load_family(path: Path, config: TrainConfig | None = None) -> Family:
+def load_base_family(path: Path, config: TrainConfig | None = None) -> Family:
     """A base or checkpoint folder as the family its ``model_index.json`` names; ``config`` gives the
     settings a text family samples with (resolution, ``max_sequence_length``), as in training."""
     index = json.loads((Path(path) / "model_index.json").read_text())
@@ -224,7 +224,7 @@ def run_one(setup: TransferSetup, spec: str, seed: int, evaluator: Evaluator, st
     if record.get("config") == dump_config(config) and record.get("evaluation") == evaluation:
         say(f"[{spec} seed {seed}] reusing {done}")
         if images is not None:
-            images.update(evaluator.evaluate(_load_family(Path(record["checkpoint"]), config), seed)[1])
+            images.update(evaluator.evaluate(load_base_family(Path(record["checkpoint"]), config), seed)[1])
         return record
     shutil.rmtree(run_dir, ignore_errors=True)
     evals, timing = [{"step": 0, "metrics": step0}], {"eval": 0.0}
@@ -233,7 +233,7 @@ def run_one(setup: TransferSetup, spec: str, seed: int, evaluator: Evaluator, st
         if kind != "checkpoint":
             return
         start = time.perf_counter()
-        metrics, samples = evaluator.evaluate(_load_family(path, config), seed)
+        metrics, samples = evaluator.evaluate(load_base_family(path, config), seed)
         if images is not None:
             images.update(samples)
         timing["eval"] += time.perf_counter() - start
@@ -295,7 +295,7 @@ def run_transfer(setup: TransferSetup, *, say: Say = print, on_step: Callable[[i
     report = on_step or (lambda done: None)
     for seed in range(setup.seeds):
         start = time.perf_counter()
-        base = _load_family(setup.base, setup.config(setup.methods[0], seed))
+        base = load_base_family(setup.base, setup.config(setup.methods[0], seed))
         step0, base_images = evaluator.evaluate(base, seed)
         base_seconds += time.perf_counter() - start
         if seed == 0:
