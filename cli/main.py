@@ -2,7 +2,8 @@
 
 - the training library (``ml`` extra): ``train``, ``bank``, ``sample``, ``tiny``, ``analyze``;
 - the lab: ``bench throughput | transfer | controlnet``, ``library-demo``;
-- the service (``service`` extra): ``serve``, ``keys`` and ``demo``.
+- the service (``service`` extra): ``serve``, ``keys`` and ``demo``;
+- the REST client (``client`` extra, or any install with httpx): ``datasets``, ``base-models``, ``jobs``.
 
 Which extras are installed is read from the import system (``find_spec``), so a missing extra hides
 its commands instead of failing at start, while a real import error in our code still surfaces.
@@ -16,6 +17,7 @@ import typer
 
 ML_MODULES = ("torch", "diffusers", "transformers")
 SERVICE_MODULES = ("fastapi", "sqlalchemy", "celery")
+CLIENT_MODULES = ("httpx",)
 
 
 def installed(modules: tuple[str, ...]) -> bool:
@@ -38,6 +40,10 @@ def build_app() -> typer.Typer:
         from worker.cli import register as register_service
 
         register_service(app)
+    if installed(CLIENT_MODULES):
+        from difftune_client.cli import register as register_client
+
+        register_client(app)
     return app
 
 

@@ -24,6 +24,7 @@ COPY models ./models
 COPY worker ./worker
 COPY bench ./bench
 COPY cli ./cli
+COPY difftune_client ./difftune_client
 COPY migrations ./migrations
 RUN pip install ".[ml,service]"
 

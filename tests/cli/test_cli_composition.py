@@ -10,6 +10,7 @@ from cli import main
 
 LIBRARY = {"train", "plan", "bank", "sample", "bench", "analyze", "tiny", "library-demo"}
 SERVICE = {"serve", "keys", "demo"}
+CLIENT = {"datasets", "base-models", "jobs"}  # the REST client: wherever httpx is installed
 
 
 def command_names(app) -> set[str]:
@@ -19,14 +20,19 @@ def command_names(app) -> set[str]:
 
 
 def test_with_every_extra_installed_all_commands_appear():
-    assert command_names(main.app) == LIBRARY | SERVICE
+    assert command_names(main.app) == LIBRARY | SERVICE | CLIENT
 
 
 def test_without_the_service_extra_its_commands_are_hidden(monkeypatch):
     monkeypatch.setattr(main, "installed", lambda modules: modules != main.SERVICE_MODULES)
+    assert command_names(main.build_app()) == LIBRARY | CLIENT
+
+
+def test_without_httpx_the_client_commands_are_hidden(monkeypatch):
+    monkeypatch.setattr(main, "installed", lambda modules: modules not in (main.SERVICE_MODULES, main.CLIENT_MODULES))
     assert command_names(main.build_app()) == LIBRARY
 
 
 def test_without_the_ml_extra_only_the_service_commands_remain(monkeypatch):
     monkeypatch.setattr(main, "installed", lambda modules: modules != main.ML_MODULES)
-    assert command_names(main.build_app()) == {"serve", "keys"}
+    assert command_names(main.build_app()) == {"serve", "keys"} | CLIENT

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = {"contract", "models", "core", "api", "worker", "migrations", "bench", "cli"}
+OURS = {"contract", "models", "core", "api", "worker", "migrations", "bench", "cli", "difftune_client"}
 ALLOWED = {
     "contract": {"contract"},
     "models": {"models", "contract"},
@@ -22,6 +22,7 @@ ALLOWED = {
     "migrations": {"migrations", "core", "contract"},
     "api": {"api", "core", "contract"},
     "worker": {"worker", "core", "models", "contract"},
+    "difftune_client": {"difftune_client"},
     "bench": OURS - {"cli"},
     "cli": OURS,
 }
@@ -30,6 +31,7 @@ FORBIDDEN_THIRD_PARTY = {
     "models": {"sqlalchemy", "celery", "fastapi", "boto3", "alembic", "redis", "uvicorn"},
     "core": {"torch", "diffusers", "transformers", "fastapi"},
     "api": {"torch", "diffusers", "transformers"},
+    "difftune_client": {"torch", "diffusers", "transformers", "sqlalchemy", "celery", "fastapi", "starlette", "boto3"},
 }
 
 
