@@ -1,8 +1,9 @@
 """``make demo``: one real Diff-Tuning job through the REST API of an embedded stack.
 
-Builds (or reuses) the small digits base model of ``bench.demo``, starts the embedded service,
-uploads 10 shots of each of digits 5-9 as a zip, registers the base model, starts a Diff-Tuning
-job, follows its progress and prints where the checkpoint and the sample grid are.
+Builds (or reuses) the small digits base model of ``bench.demo``, starts the embedded service and,
+with the Python client (:mod:`difftune_client`), uploads the folder of 10 shots of each of digits
+5-9 (zipped on the fly), registers the base model, starts a Diff-Tuning job, follows its events as
+they stream in and downloads the checkpoint and the sample grid.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
-from core.storage.keys import checkpoint_prefix, sample_key
+from difftune_client import Client
 from worker.embedded import EmbeddedStack
 
 Say = Callable[[str], None]
@@ -29,27 +28,14 @@ def zip_folder(folder: Path) -> bytes:
     return out.getvalue()
 
 
-def _check(response: httpx.Response) -> dict:
-    if response.status_code >= 400:
-        raise RuntimeError(f"{response.request.method} {response.request.url.path} -> {response.status_code}: "
-                           f"{response.text}")
-    return response.json()
-
-
-def follow(client: httpx.Client, job_id: str, say: Say, timeout: float) -> dict:
-    """Print the job's events as they arrive until it ends; return the final job."""
-    after, deadline = None, time.monotonic() + timeout
-    while True:
-        params = {"limit": 100, **({"after": after} if after else {})}
-        for event in _check(client.get(f"/v1/jobs/{job_id}/events", params=params))["data"]:
-            say(f"  [{event['type']}] {event['message']}")
-            after = event["id"]
-        job = _check(client.get(f"/v1/jobs/{job_id}"))
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
+def follow(client: Client, job_id: str, say: Say, timeout: float) -> dict:
+    """Print the job's events as they stream in until it ends; return the final job."""
+    deadline = time.monotonic() + timeout
+    for event in client.jobs.events(job_id, stream=True):
+        say(f"  [{event.type}] {event.message}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s")
-        time.sleep(1.0)
+            raise TimeoutError(f"job {job_id} still running after {timeout:.0f}s")
+    return client.jobs.get(job_id).model_dump(mode="json")
 
 
 def run_service_demo(work: Path, *, steps: int = 400, say: Say = print, timeout: float = 900) -> dict:
@@ -61,27 +47,23 @@ def run_service_demo(work: Path, *, steps: int = 400, say: Say = print, timeout:
     base = build_base_model(work, domains["source"], work / "cache", say=say)
     hyperparameters = demo_config(str(base), max_steps=steps, checkpoint_every=steps // 2,
                                   sample_every=steps // 2).model_dump(mode="json", exclude={"base_model", "family"})
+    outputs = work / "outputs"
     with EmbeddedStack(work / "service") as stack:
         say(f"service: API at {stack.url} (docs {stack.url}/docs), worker running")
-        headers = {"Authorization": f"Bearer {stack.api_key}"}
-        with httpx.Client(base_url=stack.url, headers=headers, timeout=60) as client:
-            dataset = _check(client.post("/v1/datasets", data={"name": "digits 5-9, 10 shots"},
-                                         files={"file": ("digits.zip", zip_folder(domains["target"]),
-                                                         "application/zip")}))
-            say(f"dataset {dataset['id']}: {dataset['num_images']} images, classes {dataset['classes']}")
-            model = _check(client.post("/v1/base-models", json={
-                "name": "digits-0-4-dit", "family": "dit", "location": {"kind": "local", "path": str(base)}}))
-            say(f"base model {model['id']}: {base}")
-            job = _check(client.post("/v1/jobs", json={
-                "base_model": model["id"], "dataset": dataset["id"], "method": "difftune",
-                "hyperparameters": hyperparameters}))
-            say(f"job {job['id']} {job['status']}; following its events")
-            job = follow(client, job["id"], say, timeout)
-            if job["status"] != "succeeded":
-                raise RuntimeError(f"job {job['id']} {job['status']}: {job.get('error')}")
-            checkpoint = _check(client.get(f"/v1/jobs/{job['id']}/checkpoints"))["data"][-1]
-            sample = _check(client.get(f"/v1/jobs/{job['id']}/samples"))["data"][-1]
-    storage = work / "service" / "storage"
-    return {"job": job, "checkpoint": checkpoint, "sample": sample,
-            "checkpoint_dir": storage / checkpoint_prefix(job["id"], checkpoint["step"]),
-            "sample_file": storage / sample_key(job["id"], sample["step"])}
+        with Client(stack.url, stack.api_key) as client:
+            dataset = client.datasets.upload(domains["target"], name="digits 5-9, 10 shots")
+            say(f"dataset {dataset.id}: {dataset.num_images} images, classes {dataset.classes}")
+            model = client.base_models.create("digits-0-4-dit", "dit", {"kind": "local", "path": str(base)})
+            say(f"base model {model.id}: {base}")
+            job = client.jobs.create(model, dataset, method="difftune", hyperparameters=hyperparameters)
+            say(f"job {job.id} {job.status}; following its events")
+            finished = follow(client, job.id, say, timeout)
+            if finished["status"] != "succeeded":
+                raise RuntimeError(f"job {job.id} {finished['status']}: {finished.get('error')}")
+            checkpoint = client.jobs.checkpoints.get(job.id)
+            checkpoint_dir = client.jobs.checkpoints.download(job.id, checkpoint.step,
+                                                              outputs / f"step_{checkpoint.step:07d}")
+            sample_file = client.jobs.samples.download(job.id, dest_dir=outputs)
+            sample = max(client.jobs.samples.list(job.id), key=lambda s: s.step)
+    return {"job": finished, "checkpoint": checkpoint.model_dump(mode="json"),
+            "sample": sample.model_dump(mode="json"), "checkpoint_dir": checkpoint_dir, "sample_file": sample_file}
