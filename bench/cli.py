@@ -89,6 +89,8 @@ def transfer(
     per_class: Annotated[int | None, typer.Option(
         min=2, help="Generated samples per class per evaluation [preset's; else 40].")] = None,
     guidance: Annotated[str, typer.Option(help="Comma-separated guidance scales to evaluate.")] = "1,4",
+    guidance_mode: Annotated[str, typer.Option(help="cfg, or domain: evaluation samples guided by the base model "
+                                                    "(Domain Guidance).")] = "cfg",
     base_steps: Annotated[int | None, typer.Option(
         help="Pre-training steps when the base is built here [preset's; else 1500].")] = None,
     threads: ThreadsOpt = 1,
@@ -100,8 +102,10 @@ def transfer(
     entry_threads(threads)
     methods = method or ["standard", "difftune"]
     try:
+        if guidance_mode not in ("cfg", "domain"):
+            raise ValueError(f"guidance-mode: {guidance_mode!r} is not cfg or domain")
         options = dict(methods=methods, seeds=seeds, steps=steps, eval_every=eval_every, per_class=per_class,
-                       guidances=guidance_scales(guidance))
+                       guidances=guidance_scales(guidance), guidance_mode=guidance_mode)
         if preset is not None:
             if preset in PRESETS and PRESETS[preset].hardware == "gpu" and default_device() == "cpu":
                 say(f"warning: preset {preset} is sized for one GPU and none is visible; on CPU it takes days")

@@ -86,6 +86,7 @@ class TransferSetup:
     train: dict[str, Any] = field(default_factory=dict)  # base TrainConfig fields (resolution, lr, bank...)
     prompt_template: str | None = None  # text-to-image bases: a class's prompt (class_prompt), "a photo of a {name}"
     target_classes: Path | None = None  # the target as class folders (the classifier's check) when it is captioned
+    guidance_mode: str = "cfg"  # how evaluation samples are guided: cfg, or domain (Domain Guidance from the base)
 
     def config(self, spec: str, seed: int):
         """The TrainConfig of one (method, seed) run."""
@@ -217,7 +218,7 @@ def run_one(setup: TransferSetup, spec: str, seed: int, evaluator: Evaluator, st
     """
     config = setup.config(spec, seed)
     evaluation = {"eval_every": setup.eval_every, "per_class": setup.per_class,
-                  "guidances": list(setup.guidances)}
+                  "guidances": list(setup.guidances), "guidance_mode": setup.guidance_mode}
     run_dir = setup.out / "runs" / f"{spec.replace(':', '_').replace('=', '-')}_seed{seed}"
     done = run_dir / "evals.json"
     record = json.loads(done.read_text()) if done.exists() else {}
@@ -290,13 +291,13 @@ def run_transfer(setup: TransferSetup, *, say: Say = print, on_step: Callable[[i
         setup.heldout, resolution, classifier_dir=setup.out / "domain_classifier",
         val_dir=setup.target_classes or setup.target,
         per_class=setup.per_class, guidances=setup.guidances, sample_steps=int(setup.train.get("sample_steps", 25)),
-        prompt_template=setup.prompt_template, device=default_device())
+        prompt_template=setup.prompt_template, device=default_device(), guidance_mode=setup.guidance_mode)
     runs, grids, base_seconds = [], {}, 0.0
     report = on_step or (lambda done: None)
     for seed in range(setup.seeds):
         start = time.perf_counter()
-        base = load_base_family(setup.base, setup.config(setup.methods[0], seed))
-        step0, base_images = evaluator.evaluate(base, seed)
+        base = evaluator.base = load_base_family(setup.base, setup.config(setup.methods[0], seed))
+        step0, base_images = evaluator.evaluate(base, seed)  # the base itself: plain CFG
         base_seconds += time.perf_counter() - start
         if seed == 0:
             grids["base model"] = base_images

@@ -210,6 +210,11 @@ class TrainConfig(_Strict):
         None, max_length=MAX_LIST, description="Target labels drawn in sample grids; defaults to every class (up to 16)."
     )
     validation_guidance_scale: float = Field(4.0, ge=1.0)
+    guidance_mode: Literal["cfg", "domain"] = Field(
+        "cfg", description="How sample grids are guided: cfg (the tuned model's own unconditional branch) or "
+        "domain (Domain Guidance: that branch from the pre-trained base, ε_base + w·(ε_tuned − ε_base); free for "
+        "LoRA and ControlNet, a host-memory copy of the base for full and DiffFit)."
+    )
     sample_steps: int = Field(50, ge=1, le=1000, description="DDIM steps for sample grids.")
     log_every: int = Field(10, ge=1, le=MAX_STEPS)
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
@@ -271,6 +276,9 @@ class TrainConfig(_Strict):
                              "buckets are for text-to-image and ControlNet families")
         if self.aspect_buckets and self.bucket_step > self.resolution:
             raise ValueError(f"bucket_step: {self.bucket_step}px is larger than the resolution {self.resolution}px")
+        if self.guidance_mode == "domain" and self.family == "flux":
+            raise ValueError("guidance_mode: flux is guidance-distilled (no unconditional branch at sampling), so "
+                             "Domain Guidance does not apply")
         if self.uses_bank and self.batch_size < 2:
             raise ValueError("batch_size: Diff-Tuning with a knowledge bank needs at least 2 rows per batch "
                              "(one target, one bank)")

@@ -176,15 +176,21 @@ def sample(
     prompt: Annotated[list[str] | None, typer.Option(help="SD/ControlNet: a prompt (repeat for several).")] = None,
     control: Annotated[Path | None, typer.Option(help="ControlNet: the control image for every prompt.")] = None,
     out: Annotated[Path, typer.Option(help="PNG file for the grid.")] = Path("grid.png"),
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.0,
+    guidance: Annotated[float, typer.Option(help="Guidance scale.")] = 4.0,
+    guidance_mode: Annotated[str, typer.Option(help="cfg, or domain: Domain Guidance, the unconditional branch "
+                                                     "from the pre-trained base (--base).")] = "cfg",
+    base: Annotated[Path | None, typer.Option(help="Domain Guidance's base model [default: the checkpoint's "
+                                                   "base_model]")] = None,
     steps: Annotated[int, typer.Option(help="DDIM steps.")] = 50,
     seed: int = 0,
     device: Annotated[str | None, typer.Option(help="cpu or cuda [default: cuda if available]")] = None,
 ) -> None:
-    """Draw a sample grid from a checkpoint with CFG (DiT: labels; SD: prompts; ControlNet: + control)."""
+    """Draw a sample grid from a checkpoint with CFG or Domain Guidance (DiT: labels; SD: prompts;
+    ControlNet: + control)."""
     import torch
 
     from models.distributed import default_device
+    from models.domain_guidance import load_guidance_base
     from models.families import family_class
     from models.grid import save_grid
 
@@ -192,9 +198,17 @@ def sample(
     if spec is None:
         fail(f"checkpoint: {checkpoint} is not a diffusers pipeline of a known family "
              f"({', '.join(s.pipeline for s in FAMILIES.values())})")
+    if guidance_mode not in ("cfg", "domain"):
+        fail(f"guidance-mode: {guidance_mode!r} is not cfg or domain")
+    try:
+        base_family = load_guidance_base(checkpoint, spec, base, device or default_device()) \
+            if guidance_mode == "domain" else None
+    except ValueError as err:
+        fail(str(err))
     if spec.text_conditioned:
         images = _sample_prompts(checkpoint, spec, prompt or [], control, guidance=guidance, steps=steps,
-                                 seed=seed, device=device or default_device())
+                                 seed=seed, device=device or default_device(), base_family=base_family,
+                                 domain=guidance_mode == "domain")
         save_grid(images, out)
         print(f"wrote {out}")
         return
@@ -210,7 +224,9 @@ def sample(
         fail(f"labels: {bad or 'none given'} not among the checkpoint's classes ({names})")
     latents = family.sample_latents(family.denoiser.eval(), torch.tensor(wanted), null=family.null_label,
                                     guidance=guidance, steps=steps, sampler="ddim",
-                                    generator=torch.Generator().manual_seed(seed))
+                                    generator=torch.Generator().manual_seed(seed),
+                                    base=base_family and base_family.denoiser.eval(),
+                                    base_null=base_family and base_family.null_label)
     save_grid(family.decode_latents(latents), out)
     print(f"wrote {out}")
 
@@ -223,7 +239,7 @@ def _pipeline_class(checkpoint: Path) -> str:
 
 
 def _sample_prompts(checkpoint: Path, spec: FamilySpec, prompts: list[str], control: Path | None, *,
-                    guidance: float, steps: int, seed: int, device: str):
+                    guidance: float, steps: int, seed: int, device: str, base_family=None, domain: bool = False):
     """Text-to-image sample images (with controls: condition | generated side by side)."""
     import torch
 
@@ -241,8 +257,10 @@ def _sample_prompts(checkpoint: Path, spec: FamilySpec, prompts: list[str], cont
         if control is not None:
             image = load_image(control, family.image_size).add(1).div(2)  # (3, R, R) in [0, 1]
             controls = image.expand(len(prompts), -1, -1, -1)  # (n, 3, R, R)
+        base = base_family.denoiser.eval() if base_family is not None else (family.pretrained_denoiser() if domain
+                                                                            else None)
         images = family.generate_images(family.denoiser, prompts, guidance=guidance, steps=steps,
-                                        generator=torch.Generator().manual_seed(seed), controls=controls)
+                                        generator=torch.Generator().manual_seed(seed), controls=controls, base=base)
     except (ValueError, OSError) as err:
         fail(str(err))
     return images if controls is None else torch.cat([controls, images], dim=-1)

@@ -32,6 +32,7 @@ from models.bank import KnowledgeBank
 from models.data_order import EpochSampler, data_order
 from models.difftune import combine_losses, per_sample_mse, split_batch
 from models.distributed import DistInfo, any_rank, barrier, mean_across_ranks
+from models.domain_guidance import KeptBase
 from models.ema import EMA, host_copy
 from models.families.base import Family
 from models.grid import save_grid
@@ -102,6 +103,7 @@ class Trainer:
             raise ValueError("method difftune needs a knowledge bank (bank_share > 0) but none was given")
 
         module = family.denoiser.to(self.device).train()
+        self.kept_base = KeptBase(family, module, config)  # Domain Guidance's base, before anything trains
         params = prepare_trainable(module, config)
         check_compute(config, uses_bf16(self.device, config.mixed_precision))
         hold_frozen_base(module, config.base_precision)
@@ -315,8 +317,9 @@ class Trainer:
         with self.ema_weights() as model:
             if not self.dist.is_main:
                 return None
-            generator = torch.Generator().manual_seed(self.config.seed)
-            images = self.family.sample_grid(model, self.config, generator)
+            with self.kept_base.beside(model, self.device) as base:  # None: CFG
+                images = self.family.sample_grid(model, self.config, torch.Generator().manual_seed(self.config.seed),
+                                                 base=base)
         path = self.out_dir / "samples" / f"{step_name(self.step)}.png"
         save_grid(images, path)
         return path

@@ -64,6 +64,8 @@ class Evaluator:
     device: str = "cpu"  # where the classifier scores images (the sampled model keeps its own device)
     class_names: list[str] = field(default_factory=list)  # the real set's class folders, in label order
     prompt_template: str | None = None  # text families: the prompt of a class (see class_prompt)
+    guidance_mode: str = "cfg"  # or "domain": Domain Guidance from ``base`` (models/domain_guidance.py)
+    base: Family | None = None  # the pre-trained model (Domain Guidance's unconditional branch)
 
     @property
     def labels(self) -> torch.Tensor:
@@ -88,13 +90,17 @@ class Evaluator:
         return metrics
 
     def sample(self, family: Family, guidance: float, seed: int) -> torch.Tensor:
-        """Images (K * n, 3, H, W) in [0, 1] for every class, from a fixed seed."""
+        """Images (K * n, 3, H, W) in [0, 1] for every class, from a fixed seed (Domain Guidance from
+        ``base`` when ``guidance_mode`` is domain and ``family`` is not the base itself)."""
+        base = self.base if self.guidance_mode == "domain" and self.base is not family else None
         if family_spec(family.name).text_conditioned:
+            base_net = base and (family.pretrained_denoiser() or base.denoiser.eval())
             return family.generate_images(family.denoiser, self.prompts, guidance=guidance, steps=self.sample_steps,
-                                          generator=torch.Generator().manual_seed(seed))
+                                          generator=torch.Generator().manual_seed(seed), base=base_net)
         latents = family.sample_latents(family.denoiser.eval(), model_labels(family, self.labels),
                                         null=family.null_label, guidance=guidance, steps=self.sample_steps,
-                                        sampler="ddim", generator=torch.Generator().manual_seed(seed))
+                                        sampler="ddim", generator=torch.Generator().manual_seed(seed),
+                                        base=base and base.denoiser.eval(), base_null=base and base.null_label)
         return family.decode_latents(latents)
 
     def evaluate(self, family: Family, seed: int) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor]]:

@@ -88,8 +88,14 @@ class Family(ABC):
         (H, W) pixels for a bucket of an aspect-ratio bucketed run (else the trained square)."""
 
     @abstractmethod
-    def sample_grid(self, model: nn.Module, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
-        """Validation images in [0, 1] (N, 3, H, W) from a tuned denoiser."""
+    def sample_grid(self, model: nn.Module, config: TrainConfig, generator: torch.Generator, *,
+                    base=None) -> torch.Tensor:
+        """Validation images in [0, 1] (N, 3, H, W) from a tuned denoiser; with ``base`` (the pre-trained
+        denoiser) guided by Domain Guidance instead of CFG (``models/domain_guidance.py``)."""
+
+    def pretrained_denoiser(self) -> nn.Module | None:
+        """The pre-trained denoiser when the family holds it anyway (ControlNet's frozen UNet), else None."""
+        return None
 
     @abstractmethod
     def save_pretrained(self, model: nn.Module, path: Path) -> None:

@@ -169,16 +169,21 @@ class ControlNetMixin:
         prompts = list(config.validation_prompts or self.captions[:n])[:n]
         return prompts, self.validation_controls[: len(prompts)]
 
+    def pretrained_denoiser(self) -> nn.Module:
+        """Domain Guidance's base: the frozen UNet without the ControlNet's residuals, on the empty prompt."""
+        return self.unet
+
     @torch.no_grad()
-    def generate(self, model: nn.Module, config: TrainConfig, generator: torch.Generator):
+    def generate(self, model: nn.Module, config: TrainConfig, generator: torch.Generator, base=None):
         """(controls, images) of the validation set, both (n, 3, H, W) in [0, 1]."""
         prompts, controls = self.validation_set(config)
         images = self.generate_images(model, prompts, guidance=config.validation_guidance_scale,
-                                      steps=config.sample_steps, generator=generator, controls=controls)
+                                      steps=config.sample_steps, generator=generator, controls=controls, base=base)
         return controls, images
 
-    def sample_grid(self, model: nn.Module, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
-        controls, images = self.generate(model, config, generator)
+    def sample_grid(self, model: nn.Module, config: TrainConfig, generator: torch.Generator, *,
+                    base=None) -> torch.Tensor:
+        controls, images = self.generate(model, config, generator, base)
         return torch.cat([controls, images], dim=-1)  # (n, 3, H, 2W): condition | generated
 
     def evaluate(self, model: nn.Module, config: TrainConfig, generator: torch.Generator) -> dict[str, float]:

@@ -142,20 +142,24 @@ class DiTFamily(LatentFamily):
         out = model(noisy, timestep=t, class_labels=cond.to(noisy.device)).sample  # (N, C or 2C, h, w)
         return out[:, : noisy.shape[1]]  # learned-σ models: keep the ε half
 
-    def _predict_fn(self, model: nn.Module, labels: torch.Tensor, null: int, scale: float):
+    def _predict_fn(self, model: nn.Module, labels: torch.Tensor, null: int, scale: float, base=None,
+                    base_null: int | None = None):
+        """CFG against the ``null`` label, or with ``base``, Domain Guidance: the unconditional branch from the
+        base model on its null label ``base_null`` (default ``null``)."""
         def cond(x, t):
             return self.predict(model, x, t, labels)
 
         def uncond(x, t):
-            return self.predict(model, x, t, torch.full_like(labels, null))
+            return self.predict(base or model, x, t, torch.full_like(labels, null if base_null is None else base_null))
 
         return guided(cond, uncond, scale)
 
     @torch.no_grad()
     def sample_latents(self, model: nn.Module, labels: torch.Tensor, *, null: int, guidance: float,
-                       steps: int, sampler: str, generator: torch.Generator) -> torch.Tensor:
-        """Latents for ``labels`` sampled with CFG against the ``null`` label."""
-        predict = self._predict_fn(model, labels.to(self.device), null, guidance)
+                       steps: int, sampler: str, generator: torch.Generator, base=None,
+                       base_null: int | None = None) -> torch.Tensor:
+        """Latents for ``labels`` sampled with CFG against the ``null`` label (Domain Guidance with ``base``)."""
+        predict = self._predict_fn(model, labels.to(self.device), null, guidance, base, base_null)
         return self.sample_chain(predict, len(labels), steps=steps, sampler=sampler, generator=generator)
 
     # --- data ---------------------------------------------------------------------------------------
@@ -185,11 +189,12 @@ class DiTFamily(LatentFamily):
         k = len(self.target_classes or []) or self.base_num_classes
         return torch.arange(min(k, 16), dtype=torch.long)
 
-    def sample_grid(self, model: nn.Module, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    def sample_grid(self, model: nn.Module, config: TrainConfig, generator: torch.Generator, *,
+                    base=None) -> torch.Tensor:
         was_training = model.training
         latents = self.sample_latents(model.eval(), self.validation_labels(config), null=self.null_label,
                                       guidance=config.validation_guidance_scale, steps=config.sample_steps,
-                                      sampler="ddim", generator=generator)
+                                      sampler="ddim", generator=generator, base=base)
         model.train(was_training)
         return self.decode_latents(latents)
 

@@ -142,7 +142,7 @@ class FluxFamily(FlowMatching, SDFamily):
             return FluxPipeline._unpack_latents(out, h, w, 1)  # sizes in latent pixels: (N, C, h, w)
         return call
 
-    def guided_fn(self, call, text: Encoded, guidance: float):
+    def guided_fn(self, call, text: Encoded, guidance: float, base_call=None):
         """Guidance-distilled: the conditional branch only, with the embedded guidance; ``guidance`` (the
         configured CFG scale) is unused."""
         return lambda x, t: call(x, t, text)

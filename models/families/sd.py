@@ -199,11 +199,13 @@ class SDFamily(LatentFamily):
         """Keyword arguments that condition a UNet (or a ControlNet) on encoded prompts."""
         return {"encoder_hidden_states": emb["embeds"]}
 
-    def guided_fn(self, call, text: Encoded, guidance: float):
-        """CFG over encoded prompts against the empty prompt (row 0); ``call`` as from ``text_call``."""
+    def guided_fn(self, call, text: Encoded, guidance: float, base_call=None):
+        """CFG over encoded prompts against the empty prompt (row 0); ``call`` as from ``text_call``. With
+        ``base_call`` (the base model's), Domain Guidance: the empty prompt's branch comes from the base."""
         rows = len(next(iter(text.values())))
         empty = self.embeddings(torch.zeros(rows, dtype=torch.long))
-        return guided(lambda x, t: call(x, t, text), lambda x, t: call(x, t, empty), guidance)
+        uncond = base_call or call
+        return guided(lambda x, t: call(x, t, text), lambda x, t: uncond(x, t, empty), guidance)
 
     def encode_on_device(self, prompts: list[str]) -> Encoded:
         return {k: v.to(self.device) for k, v in self.encode_prompts(prompts).items()}
@@ -229,18 +231,22 @@ class SDFamily(LatentFamily):
 
     @torch.no_grad()
     def generate_images(self, model: nn.Module, prompts: list[str], *, guidance: float, steps: int,
-                        generator: torch.Generator, controls: torch.Tensor | None = None) -> torch.Tensor:
-        """Images in [0, 1] (n, 3, H, W) for ``prompts``: DDIM with CFG against the empty prompt."""
+                        generator: torch.Generator, controls: torch.Tensor | None = None,
+                        base=None) -> torch.Tensor:
+        """Images in [0, 1] (n, 3, H, W) for ``prompts``: DDIM with CFG against the empty prompt, or with
+        ``base`` (the pre-trained denoiser), Domain Guidance."""
         was_training = model.training
         text = self.encode_on_device(prompts)
-        fn = self.guided_fn(self.model_call(model.eval(), controls), text, guidance)
+        base_call = self.text_call(base) if base is not None else None
+        fn = self.guided_fn(self.model_call(model.eval(), controls), text, guidance, base_call)
         latents = self.sample_chain(fn, len(prompts), steps=steps, sampler="ddim", generator=generator)
         model.train(was_training)
         return self.decode_latents(latents)
 
-    def sample_grid(self, model: nn.Module, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    def sample_grid(self, model: nn.Module, config: TrainConfig, generator: torch.Generator, *,
+                    base=None) -> torch.Tensor:
         return self.generate_images(model, self.validation_prompts(config), guidance=config.validation_guidance_scale,
-                                    steps=config.sample_steps, generator=generator)
+                                    steps=config.sample_steps, generator=generator, base=base)
 
     # --- export ---------------------------------------------------------------------------------------
     denoiser_part = "unet"  # the denoiser's name in the pipeline (and its LoRA prefix)

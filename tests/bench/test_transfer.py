@@ -144,7 +144,7 @@ def test_evaluator_samples_text_models_with_the_class_prompts():
     class TextFamily:  # records what the evaluator asks a text-to-image family for
         name, denoiser, calls = "sd3", object(), []
 
-        def generate_images(self, model, prompts, *, guidance, steps, generator):
+        def generate_images(self, model, prompts, *, guidance, steps, generator, base=None):
             self.calls.append((model, prompts, guidance, steps))
             return torch.zeros(len(prompts), 3, 16, 16)
 
