@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[ml,service,test]" --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e ".[ml,service,test,trackers]" --config-settings editable_mode=compat
 	touch $(STAMP)
 
 # pytest exits 5 when it collected no tests: that is a broken suite, not a pass.

@@ -26,7 +26,7 @@ COPY bench ./bench
 COPY cli ./cli
 COPY difftune_client ./difftune_client
 COPY migrations ./migrations
-RUN pip install ".[ml,service]"
+RUN pip install ".[ml,service,trackers]"
 
 COPY docker/worker-entrypoint.sh /usr/local/bin/worker-entrypoint.sh
 RUN useradd --create-home --uid 10001 difftune && mkdir -p /var/cache/difftune && chown difftune /var/cache/difftune

@@ -118,7 +118,8 @@ def check_installed(config: TrainConfig) -> None:
     for name in config.report_to:
         module = BACKENDS[name][1]
         if importlib.util.find_spec(module) is None:
-            raise TrackerError(f"report_to: {name} needs the {module} package, which is not installed here")
+            extra = " (pip install 'difftune[trackers]')" if name != "wandb" else ""
+            raise TrackerError(f"report_to: {name} needs the {module} package, which is not installed here{extra}")
 
 
 class Trackers:

@@ -185,4 +185,4 @@ def test_worker_image_installs_cuda_torch_and_both_extras():
     text = dockerfile("worker").read_text()
     assert text.startswith("#") and "FROM nvidia/cuda:" in text
     assert re.search(r'pip install "torch==\$\{TORCH_VERSION\}" --index-url "\$\{TORCH_INDEX_URL\}"', text)
-    assert 'pip install ".[ml,service]"' in text
+    assert 'pip install ".[ml,service,trackers]"' in text
