@@ -32,7 +32,8 @@ def throughput(
     gradient_checkpointing: bool = False,
     peft: Annotated[str, typer.Option(help="full, difffit or lora.")] = "full",
     optimizer: Annotated[str, typer.Option(help="adamw or adamw_8bit.")] = "adamw",
-    base_precision: Annotated[str, typer.Option(help="fp32 or bf16 (the frozen base under lora/difffit).")] = "fp32",
+    base_precision: Annotated[str, typer.Option(help="fp32, bf16, fp8 (needs --gradient-checkpointing) or nf4 "
+                                                     "(lora only): the frozen base under lora/difffit.")] = "fp32",
     ema_device: Annotated[str, typer.Option(help="auto or cpu.")] = "auto",
     steps: int = 20,
     warmup: int = 5,

@@ -74,6 +74,9 @@ def suite(tiny: bool, device: str) -> list[Measurement]:
         Measurement("flux_dev_standard_lora", "train", replace(flux, method="standard")),
         # memory savers (issue 13): peak memory and images/s with each, against the rows above
         Measurement("flux_dev_difftune_lora_bf16_base", "train", replace(flux, base_precision="bf16")),
+        Measurement("flux_dev_difftune_lora_fp8_base", "train", replace(
+            flux, base_precision="fp8", gradient_checkpointing=True)),
+        Measurement("flux_dev_difftune_lora_nf4_base", "train", replace(flux, base_precision="nf4")),
         Measurement("flux_dev_difftune_lora_all_savers", "train", replace(
             flux, base_precision="bf16", optimizer="adamw_8bit", ema_device="cpu")),
         Measurement("sdxl_difftune_full_8bit_adam", "train", replace(sdxl, optimizer="adamw_8bit")),
@@ -82,9 +85,12 @@ def suite(tiny: bool, device: str) -> list[Measurement]:
         Measurement("sdxl_difftune_lora_all_savers", "train", replace(
             sdxl, peft="lora", base_precision="bf16", optimizer="adamw_8bit", ema_device="cpu",
             gradient_checkpointing=True)),
+        Measurement("sdxl_difftune_lora_nf4_base", "train", replace(sdxl, peft="lora", base_precision="nf4")),
         # the memory plan's accounting against the measured peak of the same step
         Measurement("sdxl_full_memory_plan", "plan", sdxl, "accounted within 10% of the peak"),
         Measurement("flux_dev_lora_memory_plan", "plan", replace(flux, base_precision="bf16"),
+                    "accounted within 10% of the peak"),
+        Measurement("flux_dev_lora_nf4_memory_plan", "plan", replace(flux, base_precision="nf4"),
                     "accounted within 10% of the peak"),
     ]
 

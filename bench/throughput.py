@@ -22,6 +22,7 @@ from contract.train_config import MAX_STEPS, parse_config
 from models.bank import KnowledgeBank
 from models.families.dit import DiTFamily
 from models.latents import LatentSet
+from models.memory_savers import hold_without_originals, param_count
 from models.precision import autocast
 from models.tiny import ddpm_scheduler, tiny_vae
 
@@ -89,11 +90,19 @@ def _synthetic_family(setup: BenchSetup, *, tuned: bool = True) -> tuple[DiTFami
     from bench.throughput_modern import MODERN_MODELS, synthetic_modern_family
 
     if setup.model in MODERN_MODELS:
-        return synthetic_modern_family(setup.model, setup.resolution, setup.device)
-    if setup.model.startswith("SD-"):
+        family, latents, bank = synthetic_modern_family(setup.model, setup.resolution, setup.device)
+    elif setup.model.startswith("SD-"):
         from bench.throughput_sd import synthetic_sd_family
 
-        return synthetic_sd_family(setup.model, setup.resolution, setup.device)
+        family, latents, bank = synthetic_sd_family(setup.model, setup.resolution, setup.device)
+    else:
+        family, latents, bank = _synthetic_dit_family(setup, tuned)
+    # built in memory and never saved: a base held in bf16/fp8/nf4 keeps no copy of its original weights
+    hold_without_originals(family.denoiser)
+    return family, latents, bank
+
+
+def _synthetic_dit_family(setup: BenchSetup, tuned: bool) -> tuple[DiTFamily, LatentSet, KnowledgeBank]:
     torch.manual_seed(0)
     transformer = build_dit(setup.model, setup.resolution)
     family = DiTFamily(transformer, tiny_vae(), dict(ddpm_scheduler().config), device=setup.device)
@@ -142,8 +151,8 @@ def _train_config(setup: BenchSetup, family):
     return parse_config({"method": setup.method, "batch_size": setup.batch, "compile": setup.compile,
                          "gradient_checkpointing": setup.gradient_checkpointing, "peft": setup.peft,
                          "optimizer": setup.optimizer, "base_precision": setup.base_precision,
-                         "ema_device": setup.ema_device, "mixed_precision": "bf16" if setup.base_precision ==
-                         "bf16" else "auto", "family": family.name,
+                         "ema_device": setup.ema_device, "mixed_precision": "bf16" if setup.base_precision !=
+                         "fp32" else "auto", "family": family.name,
                          "resolution": setup.resolution, "max_steps": MAX_STEPS})
 
 
@@ -154,13 +163,14 @@ def bench_training(setup: BenchSetup, tmp: Path) -> dict[str, Any]:
     family, latents, bank = _synthetic_family(setup)
     config = _train_config(setup, family)
     trainer = Trainer(family, config, latents, bank if config.uses_bank else None, tmp)
+    params = param_count(trainer.module)  # a 4-bit weight counts once, not by its packed bytes
     flops = train_flops_per_image(trainer)
     timing = time_steps(trainer.train_step, setup)
     ips = timing["images_per_sec"]
     peak = peak_flops(setup.device)
     return {
         "benchmark": "train", **setup.__dict__,
-        "params_m": sum(p.numel() for p in family.denoiser.parameters()) / 1e6,
+        "params_m": params / 1e6,
         "trainable_params_m": sum(p.numel() for p in trainer.module.parameters() if p.requires_grad) / 1e6,
         **timing,
         "train_gflops_per_image": flops / 1e9,

@@ -197,9 +197,12 @@ class TrainConfig(_Strict):
         "ddp", description="With several GPUs: ddp (a full copy per GPU) or fsdp (FSDP2: weights, gradients, "
         "optimizer state and EMA sharded over the GPUs, for full fine-tuning of models that fit no single one)."
     )
-    base_precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="The frozen base weights under peft lora or difffit: bf16 halves their memory "
-        "(they compute in bf16; the checkpoint's pipeline holds them rounded to bf16, stored as fp32)."
+    base_precision: Literal["fp32", "bf16", "fp8", "nf4"] = Field(
+        "fp32", description="The frozen base weights under peft lora or difffit, in bytes per weight: bf16 2, "
+        "fp8 1 (float8 storage of the Linear/Conv layers diffusers' layerwise casting takes, cast to bf16 per "
+        "layer as it computes; needs gradient_checkpointing), nf4 ~0.52 (QLoRA: the transformer blocks' "
+        "linears in bitsandbytes 4-bit NF4; peft lora only). They compute in bf16; checkpoints still hold "
+        "the original base weights (read back from the base model's files)."
     )
 
     # --- outputs ------------------------------------------------------------------------------------
@@ -261,11 +264,20 @@ class TrainConfig(_Strict):
             kohya = ", ".join(name for name, spec in FAMILIES.items() if spec.kohya_prefix)
             raise ValueError(f"lora_format: 'kohya' needs peft: lora on a family with a kohya format ({kohya}); "
                              f"here peft: {self.peft}, family: {self.family}")
+        if self.base_precision == "nf4" and self.peft != "lora":
+            raise ValueError(f"base_precision: nf4 (QLoRA) needs peft: lora, not {self.peft}" + (
+                "; DiffFit trains the biases inside the linear layers nf4 quantises: use base_precision: fp8 or "
+                "bf16 with difffit" if self.peft == "difffit" else ""))
         if self.base_precision != "fp32" and self.peft == "full":
-            raise ValueError("base_precision: only peft lora or difffit freeze a base to hold in bf16; with "
-                             "peft: full every weight trains in fp32")
+            raise ValueError(f"base_precision: only peft lora or difffit freeze a base to hold in "
+                             f"{self.base_precision}; with peft: full every weight trains in fp32")
         if self.base_precision != "fp32" and self.mixed_precision == "no":
-            raise ValueError("base_precision: a bf16 base needs bf16 compute; set mixed_precision: auto or bf16")
+            raise ValueError(f"base_precision: a {self.base_precision} base needs bf16 compute; set "
+                             "mixed_precision: auto or bf16")
+        if self.base_precision == "fp8" and not self.gradient_checkpointing:
+            raise ValueError("base_precision: fp8 needs gradient_checkpointing: true (each layer computes from a "
+                             "bf16 copy of its fp8 weights, which the backward pass would otherwise keep for "
+                             "every layer: more memory than base_precision: bf16)")
         if self.text_encoder_device != "auto" and not text:
             raise ValueError(f"text_encoder_device: {self.family} has no text encoders")
         if self.parallelism == "fsdp" and (self.peft != "full" or self.ema_device != "auto"):

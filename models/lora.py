@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.lora_kohya import save_kohya
+from models.memory_savers import RESTORED
 
 DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_DIR = "lora"
@@ -49,6 +50,9 @@ def apply_lora(model: nn.Module, config: LoraConfig, *, merge: bool = False,
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     for p in params:
         p.requires_grad_(True)
+        # fp32 adapters: peft casts them to a 4-bit base's bf16 compute dtype (get_peft_model would cast
+        # them back, as its autocast_adapter_dtype does; inject_adapter_in_model does not)
+        p.data = p.data.float()
     return params
 
 
@@ -62,7 +66,9 @@ def strip_lora(model: nn.Module, *, merge: bool) -> nn.Module:
     plain = copy.deepcopy(model)
     for name, module in list(plain.named_modules()):
         if isinstance(module, LoraLayer):
-            if merge:
+            if merge and getattr(module.get_base_layer(), RESTORED, False):
+                _merge_into_restored(module)
+            elif merge:
                 module.merge()
             parent_name, _, child = name.rpartition(".")
             setattr(plain.get_submodule(parent_name) if parent_name else plain, child, module.get_base_layer())
@@ -72,6 +78,14 @@ def strip_lora(model: nn.Module, *, merge: bool) -> nn.Module:
         plain._hf_peft_config_loaded = False
     plain.requires_grad_(True)
     return plain
+
+
+def _merge_into_restored(module: LoraLayer) -> None:
+    """W += ΔW on a 4-bit layer's original weights put back for export (models/memory_savers.py): peft's
+    bnb layer would merge into (dequantise) the 4-bit weight it no longer has."""
+    base = module.get_base_layer()
+    for adapter in module.active_adapters:
+        base.weight.data += module.get_delta_weight(adapter).to(base.weight.dtype)
 
 
 def export_lora(model: nn.Module) -> nn.Module:

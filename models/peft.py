@@ -82,11 +82,17 @@ def merge_difffit(model: nn.Module) -> nn.Module:
 
 def prepare_trainable(model: nn.Module, config) -> list[nn.Parameter]:
     """Set up ``config.peft`` (full | difffit | lora) on ``model``; return the parameters to optimise."""
+    from models.memory_savers import prepare_base
+
     if config.peft == "difffit":
-        return apply_difffit(model)
+        params = apply_difffit(model)
+        prepare_base(model, config)  # the originals of what stays frozen
+        return params
     if config.peft == "lora":
         from models.lora import apply_lora, lora_config
 
+        model.requires_grad_(False)  # the whole base is frozen under LoRA
+        prepare_base(model, config)  # before LoRA: nf4 layers then get peft's bnb LoRA layer
         cfg = lora_config(config.lora_rank, config.lora_alpha, config.lora_target_modules)
         from contract.families import family
 
@@ -97,9 +103,12 @@ def prepare_trainable(model: nn.Module, config) -> list[nn.Parameter]:
 
 
 def export_trainable(model: nn.Module) -> nn.Module:
-    """A plain diffusers module: DiffFit γ folded in, LoRA merged or dropped (see models/lora.py)."""
+    """A plain diffusers module: the frozen base back at its original weights when it was held in less
+    (models/memory_savers.py), DiffFit γ folded in, LoRA merged or dropped (see models/lora.py)."""
     from models.lora import export_lora
+    from models.memory_savers import restore_base
 
+    model = restore_base(model)
     if any(p.dtype != torch.float32 for p in model.parameters() if p.is_floating_point()):
-        model = copy.deepcopy(model).float()  # a base held in bf16 is merged and exported in fp32
+        model = copy.deepcopy(model).float()  # a model loaded in bf16 is merged and exported in fp32
     return export_lora(merge_difffit(model))

@@ -2,10 +2,11 @@
 
 The plan loads the base model, encodes the dataset (into the same cache the run will use), builds the
 Trainer with the run's batch, resolution and memory savers, and takes one step while counting:
-the weights by dtype and whether they train, the gradients, the optimizer state (allocated by that
-step), the EMA, the frozen text encoders and VAE, and the activations the backward pass keeps (every
-tensor autograd saves, counted once per storage). On CUDA the device's measured peak is reported
-too; that is the figure to trust there, and what ``fits`` compares. Not counted: the knowledge-bank
+the weights by dtype and whether they train (a frozen base as ``base_precision`` holds it: fp8 at
+one byte, nf4 at half a byte plus its quantisation statistics), the gradients, the optimizer state
+(allocated by that step), the EMA, the frozen text encoders and VAE, and the activations the backward
+pass keeps (every tensor autograd saves, counted once per storage). On CUDA the device's measured peak
+is reported too; that is the figure to trust there, and what ``fits`` compares. Not counted: the knowledge-bank
 generation and the validation samples, which run before and between steps without gradients.
 """
 
@@ -22,6 +23,7 @@ from torch import nn
 from contract.train_config import TrainConfig
 from models.distributed import DistInfo
 from models.families import load_family, scan_dataset
+from models.memory_savers import quant_state_bytes
 
 GB = 2**30
 
@@ -142,7 +144,10 @@ def _parts(trainer, family, activations: int) -> dict[str, int]:
               if isinstance(m, nn.Module) and m is not module]
     text = list(getattr(family, "text_encoders", lambda: [])())
     on_device = [m for m in text if next(m.parameters()).device == next(module.parameters()).device]
-    return {"weights_trained": _bytes(trained), "weights_frozen": _bytes(frozen), "gradients": _bytes(trained),
+    # the frozen base as held (base_precision): fp32 4, bf16 2, fp8 1 bytes per weight; nf4 its packed
+    # 4-bit weights (0.5) plus their quantisation statistics, which are no parameters
+    frozen_bytes = _bytes(frozen) + quant_state_bytes(module)
+    return {"weights_trained": _bytes(trained), "weights_frozen": frozen_bytes, "gradients": _bytes(trained),
             "optimizer": _bytes(optimizer), "ema": _bytes(ema),
             "text_encoders": sum(_bytes(m.parameters()) for m in on_device),
             "vae_and_frozen_parts": sum(_bytes(m.parameters()) for m in others),

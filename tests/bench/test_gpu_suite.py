@@ -74,6 +74,9 @@ def test_tiny_suite_measures_everything_and_records_failures(tmp_path, monkeypat
     plan = results["sdxl_full_memory_plan"]["result"]
     assert plan["accounted_gb"] > 0 and plan["parts_gb"]["activations"] > 0 and plan["measured_peak_gb"] is None
     assert results["sdxl_diffusers_train_text_to_image_sdxl"]["result"]["benchmark"].endswith("_sdxl")
+    # a 4-bit base counts its weights, not its packed bytes
+    lora, nf4 = (results[f"flux_dev_difftune_lora{s}"]["result"] for s in ("", "_nf4_base"))
+    assert nf4["params_m"] == pytest.approx(lora["params_m"]) and nf4["base_precision"] == "nf4"
     # a failing measurement is recorded and the suite goes on; a spent budget skips the rest
     from bench import gpu_suite
 

@@ -54,3 +54,29 @@ def test_the_cli_prints_the_plan_and_refuses_what_does_not_fit(tiny_base, image_
     assert "does not fit" in tight.output and "gradient_checkpointing: true" in tight.output
     odd = CliRunner().invoke(app, [*args, "--gpus", "3"])
     assert odd.exit_code != 0 and "batch_size: 8 is not divisible by 3" in odd.output
+
+
+def test_a_base_in_fp8_or_nf4_is_counted_as_held(make_family_config, tiny_pipeline, caption_folder, tmp_path):
+    """fp8: one byte per weight of the layers it stores (two for the rest, in bf16); nf4: half a byte per
+    4-bit weight plus the layers' quantisation statistics."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from models.memory_savers import NF4_BLOCKS, fp8_layers, quant_state_bytes, quantise_nf4
+
+    def frozen(precision: str) -> int:
+        config = make_family_config("sd", peft="lora", base_precision=precision, mixed_precision="bf16",
+                                    gradient_checkpointing=True)
+        return plan_memory(config, caption_folder, device="cpu", cache_dir=tmp_path / "c").parts["weights_frozen"]
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_pipeline("sd"), subfolder="unet").requires_grad_(False)
+    total = sum(p.numel() for p in unet.parameters())
+    in_fp8 = sum(p.numel() for layer in fp8_layers(unet) for p in layer.parameters(recurse=False))
+    assert frozen("fp8") == in_fp8 + 2 * (total - in_fp8)
+
+    in_4bit = sum(m.weight.numel() for name, m in unet.named_modules()
+                  if type(m) is torch.nn.Linear and NF4_BLOCKS.search(name + "."))
+    layers = quantise_nf4(unet)
+    statistics = quant_state_bytes(unet)
+    assert 0 < statistics < layers * 2048 + in_4bit / 32  # code tables per layer, ~1/64 byte per weight
+    assert frozen("nf4") == in_4bit // 2 + 2 * (total - in_4bit) + statistics
