@@ -180,7 +180,10 @@ class BaseModelOut(BaseModel):
 
 
 class Resources(_Request):
-    gpus: int = Field(1, ge=1, le=8, description="GPUs on one host; more than one runs under torchrun.")
+    gpus: int = Field(1, ge=1, le=512, description="GPUs in all; more than one runs under torchrun, as one "
+                      "torchrun job over several hosts when they are more than one worker host has (or `nodes` says so).")
+    nodes: int | None = Field(None, ge=1, le=64, description="Hosts to spread the GPUs over (evenly); default: one "
+                              "while they fit a worker host, else as many whole hosts as they fill.")
 
 
 WebhookEvent = Literal["job.running", "job.succeeded", "job.failed", "job.cancelled", "job.checkpoint",

@@ -7,6 +7,7 @@ from celery import Celery
 from core.settings import Settings
 
 RUN_JOB_TASK = "worker.tasks.run_job"
+JOIN_JOB_TASK = "worker.tasks.join_job"  # a host joining a multi-node job's gang
 CHECK_BASE_MODEL_TASK = "worker.tasks.check_base_model"
 GPU_QUEUE = "gpu"
 CHECKS_QUEUE = "checks"  # base-model load checks: CPU workers, so a flood of them never delays training
@@ -41,6 +42,13 @@ def enqueue_job(app: Celery, job_id: str) -> None:
     """Give the ``gpu`` queue a turn for ``job_id``: the worker that takes it runs whichever queued
     job is fairest then (``core.services.jobs.claim_next``); an extra turn is harmless."""
     _send(app, RUN_JOB_TASK, job_id, GPU_QUEUE)
+
+
+def enqueue_join(app: Celery, job_id: str, attempt: int) -> None:
+    """Ask a ``gpu`` worker to join attempt ``attempt`` of the multi-node job ``job_id`` as one of its
+    hosts (``worker.gang.join``); one that finds no open slot returns at once."""
+    app.send_task(JOIN_JOB_TASK, args=[job_id, attempt], queue=GPU_QUEUE, retry=True,
+                  retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
 
 
 def enqueue_base_model_check(app: Celery, base_model_id: str) -> None:

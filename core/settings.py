@@ -153,6 +153,21 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(Path(".cache/difftune"), description="Local cache: uploads, datasets, models.")
 
+    # --- multi-node jobs ------------------------------------------------------------------------
+    worker_gpus: int = Field(
+        8, ge=1, le=64, description="GPUs of each GPU worker host (set it alike on the API and the workers): a job "
+        "with more resources.gpus runs as one torchrun job on gpus / worker_gpus hosts, unless it names "
+        "resources.nodes."
+    )
+    gang_timeout_s: float = Field(
+        600.0, gt=0, description="Seconds the worker that claimed a multi-node job waits for the other hosts to "
+        "join before failing it (their slots are released and the joined hosts stop)."
+    )
+    worker_address: str | None = Field(
+        None, description="Address the other workers reach this host at (the torchrun rendezvous of the "
+        "multi-node jobs it leads, and its NCCL/gloo traffic); default: this host's address toward the broker."
+    )
+
     @field_validator("model_roots", "model_s3_prefixes", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:

@@ -151,8 +151,17 @@ class Job(Base):
 
     @property
     def gpus(self) -> int:
-        """GPUs the job runs on (``resources.gpus``, default 1)."""
+        """GPUs the job runs on in all (``resources.gpus``, default 1)."""
         return int((self.resources or {}).get("gpus") or 1)
+
+    @property
+    def nodes(self) -> int:
+        """Hosts the job runs on (``resources.nodes``, default 1), each with ``gpus_per_node`` GPUs."""
+        return int((self.resources or {}).get("nodes") or 1)
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus // self.nodes
 
 
 class JobEvent(Base):
@@ -167,6 +176,27 @@ class JobEvent(Base):
     type: Mapped[str] = mapped_column(String(30), default="message")
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobNode(Base):
+    """One host's slot in the gang of a multi-node job's attempt (``core.services.gangs``).
+
+    The worker that claimed the job holds node 0 (the torchrun rendezvous host; ``rendezvous`` says where
+    and what to run); the other slots are ``open`` until a worker that took a join task claims one.
+    Rows live as long as the attempt's torchrun job."""
+
+    __tablename__ = "job_node"
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), primary_key=True)
+    node: Mapped[int] = mapped_column(primary_key=True)
+    attempt: Mapped[int]
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open | joined | leaving | failed | closed
+    worker: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(String(300))
+    rendezvous: Mapped[dict[str, Any] | None]  # node 0: endpoint, nodes, nproc_per_node, checkpoint
+    outcome: Mapped[dict[str, Any] | None]  # node 0: how training ended, written by global rank 0
+    error: Mapped[str | None] = mapped_column(Text)
+    heartbeat_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

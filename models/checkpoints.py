@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 import models
 from contract.outputs import step_name, step_of
+from models.distributed import spans_hosts
 
 STATE_DIR = "trainer_state"
 
@@ -117,6 +119,22 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) 
 
 
 def write_rank_state(stage: Path, rank: int, tensors: dict[str, torch.Tensor]) -> None:
+    """Each rank's own state (its random generators) as ``rank{r}.safetensors``.
+
+    Across hosts (torchrun ``--nnodes`` > 1) only rank 0's host holds the checkpoint folder, so every
+    rank calls this (a gather: all ranks reach it at the same point of ``save_checkpoint``) and rank 0
+    writes every rank's file; on one host each rank writes its own."""
+    if spans_hosts():
+        gathered = [None] * dist.get_world_size() if rank == 0 else None
+        dist.gather_object({k: v.detach().cpu() for k, v in tensors.items()}, gathered, dst=0)
+        if rank == 0:
+            for other, state in enumerate(gathered):
+                _write_rank_file(stage, other, state)
+        return
+    _write_rank_file(stage, rank, tensors)
+
+
+def _write_rank_file(stage: Path, rank: int, tensors: dict[str, torch.Tensor]) -> None:
     (stage / STATE_DIR).mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(stage / STATE_DIR / f"rank{rank}.safetensors"))
 

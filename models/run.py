@@ -15,10 +15,11 @@ import torch
 
 from contract.families import DatasetLayout
 from contract.families import family as family_spec
+from contract.outputs import step_of
 from contract.train_config import TrainConfig
 from models import checkpoints as ckpt
 from models.bank import bank_for
-from models.distributed import DistInfo, barrier
+from models.distributed import DistInfo, agree, barrier, node_barrier, shared_folder
 from models.families import load_family, scan_dataset
 from models.oom import out_of_memory
 from models.trackers import Trackers, check_installed
@@ -74,6 +75,8 @@ def run_training(
         raise ValueError(f"validation_labels: {config.validation_labels} outside the dataset's "
                          f"{len(folder.class_names)} classes")
     existing = ckpt.latest_checkpoint(out_dir)
+    if dist.multi_node:
+        _agree_on_checkpoint(existing, dist)
     if existing and not resume:
         raise FileExistsError(f"{out_dir} already holds checkpoints ({existing.name}); pass --resume "
                               "to continue that run or choose another --out")
@@ -106,8 +109,7 @@ def _load_and_fit(config: TrainConfig, folder, out_dir: Path, cache_dir: Path, r
     family.attach_dataset(folder, config)
     bank, stage["phase"] = None, "bank"
     if config.uses_bank:
-        bank = bank_for(family, config, cache_dir, folder, rank=dist.rank, world_size=dist.world_size,
-                        barrier=lambda: barrier(dist),
+        bank = bank_for(family, config, cache_dir, folder, **_bank_ranks(dist, cache_dir),
                         progress=(lambda d, t: on_phase("bank", d, t)) if on_phase else None)
     stage["phase"] = "encode"
     latents = family.prepare_target(folder, config, bank, cache_dir=cache_dir if dist.is_main else None,
@@ -135,6 +137,29 @@ def _load_and_fit(config: TrainConfig, folder, out_dir: Path, cache_dir: Path, r
         return trainer.fit(on_progress=progress, on_artifact=artifact, should_stop=should_stop)
     finally:
         trackers.close()
+
+
+def _bank_ranks(dist: DistInfo, cache_dir: Path) -> dict:
+    """How the ranks share building the bank: all of them into one cache folder when they see the same
+    one (one host, or a shared file system), else each host builds the whole bank into its own cache
+    (its shards are seeded by index, so every host gets the same bank) among its own ranks."""
+    if shared_folder(cache_dir, dist):
+        return {"rank": dist.rank, "world_size": dist.world_size, "barrier": lambda: barrier(dist)}
+    return {"rank": dist.local_rank, "world_size": dist.local_world_size, "barrier": node_barrier(dist)}
+
+
+def _agree_on_checkpoint(existing: Path | None, dist: DistInfo) -> None:
+    """Across hosts each rank reads its own ``out_dir``: all must find the same latest checkpoint
+    (none, or the same step), or they would resume into different states."""
+    step = step_of(existing.name) if existing else -1
+    low, high = agree([step], dist)
+    if low[0] != high[0]:
+        def name(s: int) -> str:
+            return "none" if s < 0 else f"step {s}"
+
+        raise ValueError(f"resume: the hosts' output folders hold different latest checkpoints ({name(low[0])} "
+                         f"and {name(high[0])}; this one: {name(step)}); give every host the same checkpoint "
+                         "(a shared --out, or a copy of it) before resuming")
 
 
 def _check_resolution(family, config: TrainConfig, folder) -> None:

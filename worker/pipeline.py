@@ -2,7 +2,8 @@
 
 Errors in the user's data or configuration fail the job with their message. Storage and database
 outages are transient: the job goes back to ``queued`` and the task retries (bounded), resuming from
-the last published checkpoint. A job that asks for several GPUs trains under torchrun on this host.
+the last published checkpoint. A job that asks for several GPUs trains under torchrun on this host;
+one that asks for several hosts (``resources.nodes``) as one torchrun job over them (``worker.gang``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ PROGRESS_EVERY_S = 5.0
 
 class TransientError(RuntimeError):
     """An outage (storage, database) that a retry may get past."""
+
+
+class GangError(RuntimeError):
+    """A multi-node job's hosts could not be had in time, or one failed or stopped answering (the job
+    fails with this message)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,10 +113,12 @@ class TrainSpec:
     out_dir: str
     attempt: int
     device: str | None = None
+    nodes: int = 1  # hosts of the torchrun job; above 1 rank 0 leaves the outcome in the database
 
     def to_json(self) -> str:
         return json.dumps({"config": dump_config(self.config), "data_dir": self.data_dir,
-                           "out_dir": self.out_dir, "attempt": self.attempt, "device": self.device})
+                           "out_dir": self.out_dir, "attempt": self.attempt, "device": self.device,
+                           "nodes": self.nodes})
 
     @classmethod
     def from_json(cls, text: str) -> TrainSpec:
@@ -182,7 +190,7 @@ def _execute(ctx: WorkerContext, job: Job, lease: Lease) -> dict:
     config = build_config(job, inputs.base_location)
     out_dir = job_dir(ctx, job.id) / "run"
     out_dir.mkdir(parents=True, exist_ok=True)
-    resumed, origin = restore_latest(ctx, job.id, out_dir), ""
+    resumed, origin, source = restore_latest(ctx, job.id, out_dir), "", job.id
     if resumed is None and job.resume_from:  # the first attempt starts from the other job's checkpoint
         resumed, source = int(job.resume_from["step"]), job.resume_from["job_id"]
         download_checkpoint(ctx, source, resumed, out_dir / "checkpoints" / step_name(resumed))
@@ -191,14 +199,19 @@ def _execute(ctx: WorkerContext, job: Job, lease: Lease) -> dict:
     lease.event(f"inputs ready: dataset {dataset.id} ({dataset.num_images} images), base model "
                 f"{inputs.base_model.id}" + (f"; resuming from step {resumed}{origin}" if resumed else ""),
                 resumed_from=resumed)
-    spec = TrainSpec(config=config, data_dir=str(inputs.data_dir), out_dir=str(out_dir), attempt=lease.attempt)
+    spec = TrainSpec(config=config, data_dir=str(inputs.data_dir), out_dir=str(out_dir), attempt=lease.attempt,
+                     nodes=job.nodes)
+    if job.nodes > 1:
+        from worker.gang import lead
+
+        return lead(ctx, job, lease, spec, checkpoint={"job_id": source, "step": resumed} if resumed else None)
     gpus = job.gpus
     if gpus > 1:
         return _train_with_torchrun(job.id, spec, gpus, out_dir)
     return train(ctx, job.id, spec, lease=lease)
 
 
-def _worker_name() -> str:
+def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -213,7 +226,7 @@ def run(job_id: str) -> str:
     a job, 'requeued' when the worker is shutting down, or 'lost' when another attempt took it over."""
     ctx = context()
     with ctx.sessions() as session:
-        job = jobs.claim_next(session, worker=_worker_name(), max_running=ctx.settings.tenant_max_running_jobs)
+        job = jobs.claim_next(session, worker=worker_name(), max_running=ctx.settings.tenant_max_running_jobs)
     if job is None:
         log.info("turn of %s: no queued job may start now", job_id)
         return "skipped"
@@ -246,6 +259,8 @@ def _run_claimed(ctx: WorkerContext, job: Job) -> str:
         with ctx.sessions() as session:
             jobs.release(session, job_id=job_id, attempt=lease.attempt, reason=f"transient error, retrying: {err}")
         raise TransientError(str(err)) from err
+    except GangError as err:
+        return _fail(ctx, lease, str(err))
     except OutOfMemory as err:  # its checkpoints stay published: a resubmission continues from them
         return _fail(ctx, lease, f'{err}: POST /v1/jobs with the change and "resume_from": "{job_id}" '
                                  "to continue from it")
@@ -265,9 +280,11 @@ def _finish(ctx: WorkerContext, job: Job, lease: Lease, outcome: dict) -> str:
         return "lost"
     step = outcome.get("step")
     with ctx.sessions() as session:
-        if outcome["stopped"] and lease.status != JobStatus.CANCELLING and shutdown_requested():
-            jobs.release(session, job_id=job.id, attempt=lease.attempt,
-                         reason=f"worker shutting down; job requeued after a checkpoint at step {step}")
+        leaving = outcome.get("leaving")  # hosts of a multi-node job that are shutting down
+        if outcome["stopped"] and lease.status != JobStatus.CANCELLING and (shutdown_requested() or leaving):
+            who = f"a host of the job ({', '.join(leaving)}) is shutting down" if leaving else "worker shutting down"
+            where = f" after a checkpoint at step {step}" if step is not None else ""
+            jobs.release(session, job_id=job.id, attempt=lease.attempt, reason=f"{who}; job requeued{where}")
             return "requeued"  # run() passes the turn on for it
         if outcome["stopped"]:
             jobs.mark_cancelled(session, job_id=job.id, attempt=lease.attempt, step=step)

@@ -1,4 +1,5 @@
-"""Find jobs whose worker died (no heartbeat for ``heartbeat_timeout``) and enqueue them again.
+"""Find jobs whose worker died (no heartbeat for ``heartbeat_timeout``) and enqueue them again; remove
+the node slots (``job_node``) of multi-node attempts that ended without their leader.
 
 Every worker runs this in a daemon thread; concurrent reapers are safe because the requeue is a
 conditional UPDATE. The requeued job resumes from its last published checkpoint.
@@ -11,7 +12,7 @@ import threading
 from datetime import timedelta
 
 from core.queue import enqueue_job
-from core.services import jobs
+from core.services import gangs, jobs
 from worker.context import context
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ def reap_once() -> list[str]:
     with ctx.sessions() as session:
         ids = jobs.requeue_stale(session, older_than=timedelta(seconds=ctx.settings.heartbeat_timeout),
                                  max_attempts=ctx.settings.max_attempts)
+        gangs.sweep(session)  # node slots of multi-node attempts that ended without their leader
     for job_id in ids:
         log.warning("job %s lost its worker; requeued", job_id)
         enqueue_job(ctx.producer, job_id)

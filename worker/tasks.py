@@ -17,6 +17,15 @@ def run_job(self, job_id: str) -> str:
         raise self.retry(exc=err, countdown=min(60, 5 * 2**self.request.retries)) from err
 
 
+@app.task(name="worker.tasks.join_job")
+def join_job(job_id: str, attempt: int) -> str:
+    """Join attempt ``attempt`` of a multi-node job as one of its hosts (``worker.gang.join``); a join
+    that finds no open slot (the gang is full, closed or over) returns at once."""
+    from worker.gang import join
+
+    return join(job_id, attempt)
+
+
 @app.task(name="worker.tasks.requeue_stale")
 def requeue_stale() -> list[str]:
     """Requeue jobs whose worker stopped heartbeating (also run by every worker's reaper thread)."""

@@ -59,6 +59,8 @@ def create_job(
         seed=body.seed,
         metadata=body.metadata,
         gpus=body.resources.gpus,
+        nodes=body.resources.nodes,
+        worker_gpus=settings.worker_gpus,
         resume_from=body.resume_from,
         dry_run=body.dry_run,
         webhook=webhook,

@@ -55,6 +55,8 @@ def create(
     seed: int | None = None,
     metadata: dict[str, str] | None = None,
     gpus: int = 1,
+    nodes: int | None = None,
+    worker_gpus: int = 8,
     resume_from: str | None = None,
     dry_run: bool = False,
     webhook: dict[str, Any] | None = None,
@@ -67,8 +69,10 @@ def create(
     ``max_queued`` jobs already waiting gets ``QuotaExceeded``.
 
     Everything the worker would reject is a 422 here (``core.hyperparameters.job_hyperparameters``);
-    the stored hyperparameters are the complete TrainConfig the worker runs.
+    the stored hyperparameters are the complete TrainConfig the worker runs. ``gpus`` is the job's
+    total; it runs on ``nodes`` hosts (``placement``; workers have ``worker_gpus`` each).
     """
+    nodes = placement(gpus, nodes, worker_gpus=worker_gpus)
     request = idempotency.Request(session, tenant_id, SCOPE, idempotency_key, fingerprint)
     if earlier := request.earlier():
         return get(session, tenant_id=tenant_id, job_id=earlier)
@@ -96,12 +100,31 @@ def create(
         validation_prompts=config["validation_prompts"],
         seed=config["seed"],
         metadata_=metadata or {},
-        resources={"gpus": gpus},
+        resources={"gpus": gpus, **({"nodes": nodes} if nodes > 1 else {})},
         resume_from=start or None,
         webhook=webhook or None,  # {"url", "events"}, checked against the operator's rules by the caller
         total_steps=1 if dry_run else config["max_steps"],
     )
     return insert(session, job, request, max_queued=max_queued)
+
+
+def placement(gpus: int, nodes: int | None, *, worker_gpus: int) -> int:
+    """The hosts a job of ``gpus`` GPUs in all runs on, or a 422 naming ``resources.gpus`` or
+    ``resources.nodes``: as many as asked (the GPUs split evenly, no more per host than a worker has),
+    else one while the GPUs fit a worker host and whole hosts beyond that."""
+    if nodes is None:
+        if gpus <= worker_gpus:
+            return 1
+        if gpus % worker_gpus:
+            raise InvalidError.field("resources.gpus", f"{gpus} GPUs do not fill whole hosts of {worker_gpus} GPUs; "
+                                     f"ask for a multiple of {worker_gpus}, or say how many hosts in resources.nodes")
+        return gpus // worker_gpus
+    if gpus % nodes:
+        raise InvalidError.field("resources.nodes", f"{gpus} GPUs do not split evenly over {nodes} nodes")
+    if gpus // nodes > worker_gpus:
+        raise InvalidError.field("resources.nodes", f"{gpus // nodes} GPUs per node, but worker hosts have "
+                                 f"{worker_gpus}; ask for at least {-(-gpus // worker_gpus)} nodes")
+    return nodes
 
 
 def check_queued_quota(session: Session, *, tenant_id: str, max_queued: int | None) -> None:
