@@ -443,7 +443,9 @@ def jobs_create(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="A hyperparameter KEY=VALUE (JSON values; dotted keys nest: bank.size=512); repeatable, "
         "over --config.")] = None,
-    gpus: Annotated[int | None, typer.Option(help="GPUs on one host.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs in all (several hosts when above a worker's "
+                                                  "DIFFTUNE_WORKER_GPUS).")] = None,
+    nodes: Annotated[int | None, typer.Option(help="Hosts the GPUs are spread over (default: as few as fit).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default hyperparameters.seed).")] = None,
     metadata: Annotated[list[str] | None, typer.Option(help="KEY=VALUE label stored with the job; repeatable.")] = None,
     resume_from: Annotated[str | None, typer.Option(help="A finished job whose latest checkpoint to start from.")] = None,
@@ -462,7 +464,7 @@ def jobs_create(
         labels[key] = value
     client = _client()
     job = client.jobs.create(base_model, dataset, hyperparameters=hyperparameters, method=method, seed=seed,
-                             metadata=labels or None, gpus=gpus, resume_from=resume_from, dry_run=dry_run,
+                             metadata=labels or None, gpus=gpus, nodes=nodes, resume_from=resume_from, dry_run=dry_run,
                              idempotency_key=idempotency_key)
     if not wait:
         return print_json(job) if as_json else _show_job(job)

@@ -277,16 +277,18 @@ class Jobs(_Resource):
     def create(self, base_model: Any, dataset: Any, *, hyperparameters: dict[str, Any] | None = None,
                method: str | None = None, validation_labels: list[int] | None = None,
                validation_prompts: list[str] | None = None, seed: int | None = None,
-               metadata: dict[str, str] | None = None, gpus: int | None = None, resume_from: Any = None,
+               metadata: dict[str, str] | None = None, gpus: int | None = None, nodes: int | None = None,
+               resume_from: Any = None,
                dry_run: bool = False, webhook: dict[str, Any] | None = None,
                idempotency_key: str | None = None) -> Job:
         """Start a tuning job (``base_model`` and ``dataset``: ids or objects). ``hyperparameters``
-        are the library's TrainConfig fields. Sent with an ``Idempotency-Key`` (a fresh one unless
+        are the library's TrainConfig fields; ``gpus`` in all and, optionally, over how many ``nodes`` (hosts).
+        Sent with an ``Idempotency-Key`` (a fresh one unless
         given), so the retry after a lost answer returns the same job."""
         body = _without_none(base_model=_id(base_model), dataset=_id(dataset), method=method,
                              hyperparameters=hyperparameters or {}, validation_labels=validation_labels,
                              validation_prompts=validation_prompts, seed=seed, metadata=metadata,
-                             resources={"gpus": gpus} if gpus else None,
+                             resources=_without_none(gpus=gpus, nodes=nodes) or None,
                              resume_from=resume_from and _id(resume_from), webhook=webhook,
                              dry_run=dry_run or None)
         return Job.model_validate(self._core.json("POST", "/v1/jobs", json=body,

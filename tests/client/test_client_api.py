@@ -79,6 +79,8 @@ def test_jobs_create_list_across_pages_get_cancel(api, make_job, bm, ds):
                             idempotency_key="same")
     assert api.jobs.create(bm.id, ds.id, hyperparameters={"max_steps": 20, "resolution": 16},
                            idempotency_key="same").id == again.id
+    spread = api.jobs.create(bm.id, ds.id, hyperparameters={"max_steps": 20, "resolution": 16}, gpus=2, nodes=2)
+    assert spread.resources == {"gpus": 2, "nodes": 2}  # one GPU on each of two hosts
 
 
 def test_job_events_as_pages_and_as_a_stream(api, make_job, db):
