@@ -193,6 +193,7 @@ def sample(
     from models.domain_guidance import load_guidance_base
     from models.families import family_class
     from models.grid import save_grid
+    from models.lora import attach_checkpoint_lora
 
     spec = family_of_pipeline(_pipeline_class(checkpoint))
     if spec is None:
@@ -215,6 +216,7 @@ def sample(
     try:
         wanted = [int(x) for x in labels.split(",") if x.strip()]
         family = family_class(spec.name).from_pretrained(str(checkpoint), device=device or default_device())
+        attach_checkpoint_lora(family.denoiser, checkpoint, diffusers_format=False)
     except ValueError as err:
         fail(f"labels: expected integers like 0,1,2 ({err})" if "invalid literal" in str(err) else str(err))
     known = sorted(family.base_id2label) or list(range(family.null_label))  # the checkpoint's classes
@@ -245,6 +247,7 @@ def _sample_prompts(checkpoint: Path, spec: FamilySpec, prompts: list[str], cont
 
     from models.data import load_image
     from models.families import family_class
+    from models.lora import attach_checkpoint_lora
 
     if not prompts:
         fail(f"prompt: give at least one --prompt for a {spec.description} checkpoint")
@@ -253,6 +256,8 @@ def _sample_prompts(checkpoint: Path, spec: FamilySpec, prompts: list[str], cont
              else f"control: only checkpoints with controls take --control, not {spec.name}")
     try:
         family = family_class(spec.name).from_pretrained(str(checkpoint), device=device)
+        # an unmerged LoRA: the folder holds the base weights and the adapter beside them
+        attach_checkpoint_lora(family.denoiser, checkpoint, diffusers_format=not spec.needs_controls)
         controls = None
         if control is not None:
             image = load_image(control, family.image_size).add(1).div(2)  # (3, R, R) in [0, 1]

@@ -133,3 +133,21 @@ def load_lora(model: nn.Module, folder: str | Path) -> nn.Module:
     if getattr(result, "unexpected_keys", None):
         raise ValueError(f"{folder}: LoRA keys do not match the model: {result.unexpected_keys[:3]}")
     return model.requires_grad_(False)
+
+
+def attach_checkpoint_lora(model: nn.Module, checkpoint: str | Path, *, diffusers_format: bool) -> bool:
+    """Attach the adapter a checkpoint keeps beside its pipeline (``lora/``) to ``model``, its denoiser as
+    loaded from the pipeline folder, unless it was merged into that folder's weights. ``diffusers_format``:
+    the adapter was written by the pipeline's ``save_lora_weights`` (SD, SDXL, SD3, Flux), else by
+    :func:`save_lora` alone (DiT, ControlNet). Returns whether an adapter was attached."""
+    folder = Path(checkpoint) / LORA_DIR
+    if not (folder / "lora_config.json").is_file():
+        return False
+    meta = json.loads((folder / "lora_config.json").read_text())
+    if meta.get("merged"):
+        return False
+    if diffusers_format:
+        model.load_lora_adapter(str(folder), prefix=meta["prefix"], weight_name=WEIGHTS)
+    else:
+        load_lora(model, folder)
+    return True
