@@ -21,6 +21,9 @@ class OutOfMemory(ValueError):
     continue: ``--resume`` for the CLI, ``resume_from`` over REST)."""
 
 
+# the next step down for a frozen base: bf16 halves it; LoRA then goes to 4 bits (QLoRA), DiffFit to fp8
+LOWER_BASE = {"lora": {"fp32": "bf16", "bf16": "nf4", "fp8": "nf4"}, "difffit": {"fp32": "bf16", "bf16": "fp8"}}
+
 def suggestions(config: TrainConfig, phase: str) -> list[str]:
     """Settings (``field: value``) that lower the memory of ``phase``, the cheapest first."""
     if phase == "bank":
@@ -37,8 +40,8 @@ def suggestions(config: TrainConfig, phase: str) -> list[str]:
         out.append(f"batch_size: {config.batch_size // 2}")
     if config.peft == "full":
         out.append("peft: lora")
-    elif config.base_precision == "fp32":
-        out.append("base_precision: bf16")
+    elif lower := LOWER_BASE[config.peft].get(config.base_precision):
+        out.append(f"base_precision: {lower}")
     if config.optimizer == "adamw":
         out.append("optimizer: adamw_8bit")
     if config.ema_device == "auto":

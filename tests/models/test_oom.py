@@ -54,9 +54,13 @@ def test_an_oom_in_the_validation_samples_names_their_settings(make_config, imag
 
 
 def test_suggestions_leave_out_what_is_already_set(make_config):
-    lean = make_config(peft="lora", base_precision="bf16", mixed_precision="bf16", optimizer="adamw_8bit",
+    lean = make_config(peft="lora", base_precision="nf4", mixed_precision="bf16", optimizer="adamw_8bit",
                        ema_device="cpu", gradient_checkpointing=True, batch_size=2)
     assert suggestions(lean, "train") == ["resolution below 16"]  # Diff-Tuning keeps ≥ 2 rows per batch
+    # the frozen base one step lower: bf16, then 4 bits for LoRA (QLoRA) or fp8 for DiffFit
+    assert "base_precision: nf4" in suggestions(lean.model_copy(update={"base_precision": "bf16"}), "train")
+    assert "base_precision: fp8" in suggestions(make_config(peft="difffit", base_precision="bf16",
+                                                            mixed_precision="bf16"), "train")
     assert suggestions(make_config(peft="full"), "train")[:3] == [
         "gradient_checkpointing: true", "batch_size: 4", "peft: lora"]
     assert suggestions(make_config(), "bank") == ["bank.batch_size: 2"]
