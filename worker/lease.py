@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from core.enums import JobStatus
-from core.services import jobs
+from core.services import job_metrics, jobs
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,16 @@ class Lease:
             return False
         with self.ctx.sessions() as session:
             return self._answer(jobs.update_progress(session, job_id=self.job_id, attempt=self.attempt, **values))
+
+    def record_metrics(self, step: int, figures: dict[str, Any]) -> bool:
+        """Add a step to the job's metrics history while this attempt holds the job (no renewal, no job-row
+        lock: written every logged step, it must never hold the row a requeue needs)."""
+        if self.lost:
+            return False
+        with self.ctx.sessions() as session:
+            written = job_metrics.record(session, job_id=self.job_id, step=step, figures=figures, attempt=self.attempt)
+            session.commit()
+            return written
 
     def write(self, stage) -> bool:
         """Run ``stage(session)`` in one transaction with a renewal, committing only while held

@@ -26,7 +26,7 @@ from contract.outputs import step_name
 from contract.train_config import TrainConfig, dump_config
 from core.enums import JobKind, JobStatus
 from core.queue import enqueue_job
-from core.services import base_models, job_metrics, jobs
+from core.services import base_models, jobs
 from core.storage import StorageError
 from core.tables import Job
 from models.oom import OutOfMemory
@@ -77,8 +77,7 @@ class Reporter:
     def progress(self, p) -> None:
         """Every logged step joins the metrics history; progress rows and events are throttled."""
         self.last = p.as_dict()
-        self.lease.write(lambda session: job_metrics.record(session, job_id=self.lease.job_id, step=p.step,
-                                                            figures=self.last))
+        self.lease.record_metrics(p.step, self.last)
         now = time.monotonic()
         if now - self._last_write < PROGRESS_EVERY_S and p.step < p.total_steps:
             return

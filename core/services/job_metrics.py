@@ -9,25 +9,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from core.tables import JobMetric
+from core.enums import JobStatus
+from core.tables import Job, JobMetric, utcnow
 
 FIGURES = ("loss", "loss_target", "loss_bank", "learning_rate", "images_per_sec")
 
 
-def record(session: Session, *, job_id: str, step: int, figures: dict[str, Any]) -> None:
+def record(session: Session, *, job_id: str, step: int, figures: dict[str, Any], attempt: int | None = None) -> bool:
     """Stage the figures of ``step`` (the trainer's progress fields; others are ignored), replacing what
-    an earlier attempt logged at that step. The caller commits."""
+    an earlier attempt logged at that step; with ``attempt``, only while that attempt holds the job. One
+    statement that locks no job row (its fence is a plain EXISTS), so a worker paused mid-write never
+    blocks the requeue of its job. The caller commits. Returns whether a row was written."""
     values = {"job_id": job_id, "step": step, "evaluation": figures.get("evaluation") or None,
-              **{name: _number(figures.get(name)) for name in FIGURES}}
+              **{name: _number(figures.get(name)) for name in FIGURES}, "created_at": utcnow()}
+    held = [Job.id == job_id] + ([Job.status.in_(JobStatus.on_worker()), Job.attempts == attempt]
+                                 if attempt is not None else [])
+    columns = JobMetric.__table__.c
+    source = select(*[literal(v, type_=columns[k].type) for k, v in values.items()]).where(exists().where(*held))
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(JobMetric).values(**values)
-    session.execute(stmt.on_conflict_do_update(index_elements=["job_id", "step"],
-                                               set_={k: stmt.excluded[k] for k in values if k not in ("job_id", "step")}))
+    stmt = insert(JobMetric).from_select(list(values), source)
+    stmt = stmt.on_conflict_do_update(index_elements=["job_id", "step"],
+                                      set_={k: stmt.excluded[k] for k in values if k not in ("job_id", "step")})
+    return session.execute(stmt).rowcount == 1
 
 
 def _number(value: Any) -> float | None:

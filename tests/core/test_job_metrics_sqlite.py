@@ -26,3 +26,6 @@ def test_record_replaces_a_step_and_series_averages_on_sqlite(tmp_path):
         coarse = job_metrics.series(session, job_id="job_1", max_points=10)
         assert coarse["downsampled"] and [p["step"] for p in coarse["data"]] == list(range(10, 101, 10))
         assert coarse["data"][0]["loss"] == 5.5 and coarse["data"][0]["loss_bank"] is None
+        # an attempt that does not hold the job (here: queued, attempts 0) writes nothing
+        assert not job_metrics.record(session, job_id="job_1", step=101, figures={"loss": 1.0}, attempt=0)
+        assert job_metrics.series(session, job_id="job_1")["total_points"] == 100
