@@ -254,11 +254,8 @@ class Trainer:
     def ema_weights(self) -> Iterator[nn.Module | None]:
         """The denoiser with the EMA weights for sampling: swapped into the training module in place (no
         second model on the device); sharded, the gathered EMA model on rank 0 (None elsewhere)."""
-        if self.sharded:
-            yield self._gathered(ema=True)
-            return
-        if self._inference_needs_fp32():  # sampled in fp32 on the CPU: a copy, in host memory anyway
-            yield self.ema_model().float()
+        if self.sharded or self._inference_needs_fp32():  # gathered, or fp32 on the CPU: copies either way
+            yield self._gathered(ema=True) if self.sharded else self.ema_model().float()
             return
         was_training = self.module.training
         with self.ema.swapped_in(self.module) as model:
