@@ -3,7 +3,8 @@
 - the training library (``ml`` extra): ``train``, ``bank``, ``sample``, ``tiny``, ``analyze``;
 - the lab: ``bench throughput | transfer | controlnet``, ``library-demo``;
 - the service (``service`` extra): ``serve``, ``keys`` and ``demo``;
-- the REST client (``client`` extra, or any install with httpx): ``datasets``, ``base-models``, ``jobs``.
+- the REST client (``client`` extra, or any install with httpx): ``datasets``, ``base-models``, ``jobs``,
+  ``api-keys``, ``webhooks``.
 
 Which extras are installed is read from the import system (``find_spec``), so a missing extra hides
 its commands instead of failing at start, while a real import error in our code still surfaces.

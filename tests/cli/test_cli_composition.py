@@ -10,7 +10,7 @@ from cli import main
 
 LIBRARY = {"train", "plan", "bank", "sample", "bench", "analyze", "tiny", "library-demo"}
 SERVICE = {"serve", "keys", "demo"}
-CLIENT = {"datasets", "base-models", "jobs"}  # the REST client: wherever httpx is installed
+CLIENT = {"datasets", "base-models", "jobs", "api-keys", "webhooks"}  # the REST client: wherever httpx is installed
 
 
 def command_names(app) -> set[str]:

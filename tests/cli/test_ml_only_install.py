@@ -25,7 +25,7 @@ TORCH = "torch==2.13.0"  # pinned as in the Makefile: a local CPU build here, no
 SERVICE_ONLY = ("fastapi", "sqlalchemy", "celery", "boto3")
 LIBRARY_COMMANDS = {"train", "plan", "bank", "sample", "bench", "analyze", "tiny", "library-demo"}
 SERVICE_COMMANDS = {"serve", "keys", "demo"}
-CLIENT_COMMANDS = {"datasets", "base-models", "jobs"}  # wherever httpx is installed (no ml dependency needs it)
+CLIENT_COMMANDS = {"datasets", "base-models", "jobs", "api-keys", "webhooks"}  # wherever httpx is installed (no ml dependency needs it)
 
 
 def _pip(python: Path, *args: str) -> None:

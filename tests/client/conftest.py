@@ -1,13 +1,17 @@
 """Client fixtures: a ``difftune_client.Client`` on the real app (FastAPI's TestClient as its ``http``),
-for two tenants, and objects made through it."""
+for two tenants, objects made through it, and ``difftune`` to run the client's CLI commands."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
-from difftune_client import BaseModelInfo, Client, Dataset, Job
+from difftune_client import BaseModelInfo, Client, Dataset, Job, cli
+
+ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
 
 
 def make_client(http, headers: dict[str, str], **kwargs) -> Client:
@@ -27,6 +31,35 @@ def api(client, auth) -> Client:
 def other_api(client, other_auth) -> Client:
     """Tenant globex's client."""
     return make_client(client, other_auth)
+
+
+@pytest.fixture
+def difftune(client, auth, monkeypatch):
+    """Run ``difftune ARGS…`` (the client commands) as tenant acme, or with the key of ``headers=``;
+    returns the result (``stdout`` and ``stderr`` apart)."""
+    current = {"headers": auth}
+    monkeypatch.setattr(cli, "client_factory", lambda base_url: make_client(client, current["headers"]))
+    app = typer.Typer()
+    cli.register(app)
+
+    def invoke(*args, headers: dict[str, str] | None = None):
+        current["headers"] = headers or auth
+        return CliRunner().invoke(app, [str(a) for a in args], env=ENV, catch_exceptions=False)
+
+    return invoke
+
+
+def ok(result) -> str:
+    """The stdout of a command that must have succeeded."""
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def failed(result) -> str:
+    """The one ``error: …`` line of a command that must have failed with exit code 1."""
+    assert result.exit_code == 1, result.output
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.output, result.stderr
+    return result.stderr.strip()
 
 
 @pytest.fixture

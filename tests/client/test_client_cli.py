@@ -4,32 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import typer
 from typer.testing import CliRunner
 
 from difftune_client import cli
-from tests.client.conftest import make_client, publish_checkpoint, run_to_success
-
-ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
-
-
-@pytest.fixture
-def difftune(client, auth, monkeypatch):
-    """Run ``difftune ARGS…`` (the client commands) as tenant acme; returns the result."""
-    monkeypatch.setattr(cli, "client_factory", lambda base_url: make_client(client, auth))
-    app = typer.Typer()
-    cli.register(app)
-
-    def invoke(*args: str):
-        return CliRunner().invoke(app, [str(a) for a in args], env=ENV, catch_exceptions=False)
-
-    return invoke
-
-
-def ok(result) -> str:
-    assert result.exit_code == 0, result.output
-    return result.stdout
+from tests.client.conftest import ENV, ok, publish_checkpoint, run_to_success
 
 
 def test_upload_register_create_list_get_cancel(difftune, image_folder, tmp_path):
