@@ -75,7 +75,8 @@ def transfer(
         help="`digits`: the CPU preset (digits 0-4 → few shots of 5-9, 16 px); `digits-large`: the same "
              "transfer at 32 px with a DiT-S-sized model, for one GPU; `digits-sd3`: the same transfer "
              "text-to-image, a tiny SD3-architecture flow-matching model on captions 'a handwritten digit 7' "
-             "(CPU).")] = None,
+             "(CPU); `glyphs`: a stronger base, pre-trained on 21,600 printed glyphs (0-9, A-Z, 20 fonts), "
+             "tuned on the same handwritten 5-9 (CPU).")] = None,
     source: Annotated[Path | None, typer.Option(help="Source image folder (pre-trains the base when no --base).")] = None,
     target: Annotated[Path | None, typer.Option(help="Few-shot target image folder (class sub-folders).")] = None,
     heldout: Annotated[Path | None, typer.Option(help="Held-out real target images (class sub-folders).")] = None,
@@ -90,8 +91,9 @@ def transfer(
     per_class: Annotated[int | None, typer.Option(
         min=2, help="Generated samples per class per evaluation [preset's; else 40].")] = None,
     guidance: Annotated[str, typer.Option(help="Comma-separated guidance scales to evaluate.")] = "1,4",
-    guidance_mode: Annotated[str, typer.Option(help="cfg, or domain: evaluation samples guided by the base model "
-                                                    "(Domain Guidance).")] = "cfg",
+    guidance_mode: Annotated[str, typer.Option(help="cfg; domain: evaluation samples guided by the base model "
+                                                    "(Domain Guidance); both: each scale above 1 scored both ways "
+                                                    "(keys 4 and 4/dg).")] = "cfg",
     base_steps: Annotated[int | None, typer.Option(
         help="Pre-training steps when the base is built here [preset's; else 1500].")] = None,
     threads: ThreadsOpt = 1,
@@ -99,12 +101,13 @@ def transfer(
     """Transfer benchmark: standard vs Diff-Tuning (and baselines) on a few-shot target, several seeds."""
     from bench.transfer import PRESETS, digits_preset, run_transfer, with_preset_defaults
     from models.distributed import default_device
+    from models.evaluation.sample_quality import GUIDANCE_MODES
 
     entry_threads(threads)
     methods = method or ["standard", "difftune"]
     try:
-        if guidance_mode not in ("cfg", "domain"):
-            raise ValueError(f"guidance-mode: {guidance_mode!r} is not cfg or domain")
+        if guidance_mode not in GUIDANCE_MODES:
+            raise ValueError(f"guidance-mode: {guidance_mode!r} is not one of {', '.join(GUIDANCE_MODES)}")
         options = dict(methods=methods, seeds=seeds, steps=steps, eval_every=eval_every, per_class=per_class,
                        guidances=guidance_scales(guidance), guidance_mode=guidance_mode)
         if preset is not None:

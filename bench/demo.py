@@ -159,7 +159,7 @@ def build_base_model(work: Path, source: Path, cache_dir: Path, *, steps: int = 
     if (base / "model_index.json").exists():
         say(f"base model: reusing {base}")
         return base
-    say("base model: training a small VAE on the source digits")
+    say(f"base model: training a small VAE on {source.name}")
     folder = scan_image_folder(source, resolution=resolution, upscale_small_images=True)
     images = torch.stack([load_image(p, resolution) for p in folder.files]).to(default_device())
     vae = train_vae(images, steps=vae_steps, say=say, channels=size.vae_channels)
@@ -168,7 +168,7 @@ def build_base_model(work: Path, source: Path, cache_dir: Path, *, steps: int = 
                    head_dim=size.dit_head_dim)
     init = save_dit_pipeline(work / "base_init", dit, vae,
                              id2label={i: name for i, name in enumerate(folder.class_names)})
-    say(f"base model: pre-training a DiT on {len(folder)} source digits for {steps} steps")
+    say(f"base model: pre-training a DiT on {len(folder)} source images for {steps} steps")
     config = demo_config(str(init), method="standard", learning_rate=size.learning_rate, batch_size=size.batch_size,
                          max_steps=steps, resolution=resolution,
                          upscale_small_images=True,

@@ -15,6 +15,8 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from bench.transfer_stats import markdown_table
+from models.evaluation.sample_quality import DOMAIN_SUFFIX, guidance_order
 from models.grid import to_pil_grid
 from models.plots import save_figure
 
@@ -22,6 +24,12 @@ from models.plots import save_figure
 def _final_step(summary: dict[str, Any]) -> str:
     steps = {int(s) for per_g in summary.values() for per_step in per_g.values() for s in per_step}
     return str(max(steps))
+
+
+def setting_title(key: str) -> str:
+    """``guidance 4`` for a CFG score, ``guidance 4, Domain Guidance`` for a ``4/dg`` one."""
+    scale = key.removesuffix(DOMAIN_SUFFIX)
+    return f"guidance {scale}" + (", Domain Guidance" if key.endswith(DOMAIN_SUFFIX) else "")
 
 
 def pm(cell: dict[str, float], digits: int = 2) -> str:
@@ -37,7 +45,7 @@ def pm(cell: dict[str, float], digits: int = 2) -> str:
 
 def plot_fd_curves(summary: dict[str, Any], path: Path) -> Path:
     """FD vs step, one panel per guidance scale: mean over seeds with the min-max band."""
-    guidances = sorted({g for per_g in summary.values() for g in per_g}, key=float)
+    guidances = sorted({g for per_g in summary.values() for g in per_g}, key=guidance_order)
     fig = Figure(figsize=(5.2 * len(guidances), 3.8))
     for i, g in enumerate(guidances):
         ax = fig.add_subplot(1, len(guidances), i + 1)
@@ -48,7 +56,7 @@ def plot_fd_curves(summary: dict[str, Any], path: Path) -> Path:
             color = colormaps["tab20"](k % 20) if len(summary) > 10 else f"C{k}"
             line = ax.plot(x, [c["mean"] for c in fd], marker="o", ms=3, label=method, color=color)[0]
             ax.fill_between(x, [c["min"] for c in fd], [c["max"] for c in fd], color=line.get_color(), alpha=0.2)
-        ax.set_title(f"guidance {g}")
+        ax.set_title(setting_title(g))
         ax.set_xlabel("fine-tuning step")
         ax.set_ylabel("FD (domain features) ↓")
         ax.grid(alpha=0.3)
@@ -61,7 +69,7 @@ def plot_sample_grids(grids: dict[str, dict[str, torch.Tensor]], num_classes: in
                       per_class: int = 6) -> Path:
     """Rows: models; columns: guidance scales. Each cell shows ``per_class`` samples of every class."""
     names = list(grids)
-    guidances = sorted({g for imgs in grids.values() for g in imgs}, key=float)
+    guidances = sorted({g for imgs in grids.values() for g in imgs}, key=guidance_order)
     fig = Figure(figsize=(2.6 * len(guidances), 2.4 * len(names)))
     for r, name in enumerate(names):
         for c, g in enumerate(guidances):
@@ -73,7 +81,7 @@ def plot_sample_grids(grids: dict[str, dict[str, torch.Tensor]], num_classes: in
             n = images.shape[0] // num_classes
             pick = torch.cat([torch.arange(k * n, k * n + min(per_class, n)) for k in range(num_classes)])
             ax.imshow(np.asarray(to_pil_grid(images[pick], nrow=min(per_class, n))))
-            ax.set_title(f"{name} · g={g}", fontsize=7)
+            ax.set_title(f"{name} · {setting_title(g)}", fontsize=7)
     return save_figure(fig, path)
 
 
@@ -97,10 +105,11 @@ def markdown_report(results: dict[str, Any]) -> str:
         "| method | guidance | FD | KID | class fidelity |", "|---|---|---|---|---|",
     ]
     for method, per_g in summary.items():
-        for g, per_step in sorted(per_g.items(), key=lambda kv: float(kv[0])):
+        for g, per_step in sorted(per_g.items(), key=lambda kv: guidance_order(kv[0])):
             cell = per_step[final]
             lines.append(f"| {method} | {g} | {pm(cell['fd'])} | {pm(cell['kid_mean'], 3)} | "
                          f"{pm(cell['class_fidelity'])} |")
+    lines += [""] + markdown_table(results.get("paired", {}))
     lines += ["", f"Step 0 is the base model. Wall time {results['seconds']['total']:.0f} s "
               f"({results['torch_threads']} torch threads, {results['device']}).", "",
               "![FD vs step](fd_vs_step.png)", "", "![samples](samples.png)", ""]

@@ -49,6 +49,24 @@ def model_labels(family: DiTFamily, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(labels < family.null_label, labels, torch.full_like(labels, family.null_label))
 
 
+GUIDANCE_MODES = ("cfg", "domain", "both")
+DOMAIN_SUFFIX = "/dg"  # the key of a Domain Guidance score beside CFG's in "both" mode: "4/dg"
+
+
+def guidance_order(key: str) -> tuple[float, bool]:
+    """Sort key of a score key: by guidance scale, CFG before Domain Guidance ("1" < "4" < "4/dg")."""
+    return float(key.removesuffix(DOMAIN_SUFFIX)), key.endswith(DOMAIN_SUFFIX)
+
+
+@dataclass
+class Evaluation:
+    """One model's scores per setting key, with the samples and their features (for paired resampling)."""
+
+    metrics: dict[str, dict[str, float]]
+    images: dict[str, torch.Tensor]
+    features: dict[str, torch.Tensor]
+
+
 @dataclass
 class Evaluator:
     """Scores a DiT (class labels) or a text-to-image model (class prompts) against real target images at
@@ -64,8 +82,24 @@ class Evaluator:
     device: str = "cpu"  # where the classifier scores images (the sampled model keeps its own device)
     class_names: list[str] = field(default_factory=list)  # the real set's class folders, in label order
     prompt_template: str | None = None  # text families: the prompt of a class (see class_prompt)
-    guidance_mode: str = "cfg"  # or "domain": Domain Guidance from ``base`` (models/domain_guidance.py)
+    guidance_mode: str = "cfg"  # "domain": Domain Guidance from ``base`` (models/domain_guidance.py); "both"
     base: Family | None = None  # the pre-trained model (Domain Guidance's unconditional branch)
+
+    def settings(self) -> list[tuple[str, float, str]]:
+        """``(key, guidance, mode)`` of every score: one per guidance scale in cfg or domain mode; in "both",
+        CFG under the plain key and Domain Guidance under ``"<g>/dg"`` for every scale but 1 (where the
+        two are the same sampler: w = 1 keeps the conditional branch only)."""
+        if self.guidance_mode not in GUIDANCE_MODES:
+            raise ValueError(f"guidance_mode: {self.guidance_mode!r} is not one of {', '.join(GUIDANCE_MODES)}")
+        out = []
+        for g in self.guidances:
+            if self.guidance_mode != "both":
+                out.append((f"{g:g}", g, self.guidance_mode))
+                continue
+            out.append((f"{g:g}", g, "cfg"))
+            if g != 1:
+                out.append((f"{g:g}{DOMAIN_SUFFIX}", g, "domain"))
+        return out
 
     @property
     def labels(self) -> torch.Tensor:
@@ -82,17 +116,19 @@ class Evaluator:
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return domain_feature_extractor(self.classifier, device=self.device)(images)  # (N, D)
 
-    def score(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    def score(self, images: torch.Tensor, labels: torch.Tensor, features: torch.Tensor | None = None,
+              ) -> dict[str, float]:
         """FD, KID and class fidelity of generated images (N, 3, H, W) in [0, 1] for ``labels``."""
-        metrics = compute_metrics_from_features(self.real_features, self.features(images), kid_subsets=50,
+        features = self.features(images) if features is None else features
+        metrics = compute_metrics_from_features(self.real_features, features, kid_subsets=50,
                                                 kid_subset_size=self.kid_subset_size)
         metrics["class_fidelity"] = class_fidelity(self.classifier, images, labels, device=self.device).accuracy
         return metrics
 
-    def sample(self, family: Family, guidance: float, seed: int) -> torch.Tensor:
+    def sample(self, family: Family, guidance: float, seed: int, mode: str | None = None) -> torch.Tensor:
         """Images (K * n, 3, H, W) in [0, 1] for every class, from a fixed seed (Domain Guidance from
-        ``base`` when ``guidance_mode`` is domain and ``family`` is not the base itself)."""
-        base = self.base if self.guidance_mode == "domain" and self.base is not family else None
+        ``base`` when ``mode`` (default: ``guidance_mode``) is domain and ``family`` is not the base itself)."""
+        base = self.base if (mode or self.guidance_mode) == "domain" and self.base is not family else None
         if family_spec(family.name).text_conditioned:
             base_net = base and (family.pretrained_denoiser() or base.denoiser.eval())
             return family.generate_images(family.denoiser, self.prompts, guidance=guidance, steps=self.sample_steps,
@@ -103,14 +139,19 @@ class Evaluator:
                                         base=base and base.denoiser.eval(), base_null=base and base.null_label)
         return family.decode_latents(latents)
 
+    def run(self, family: Family, seed: int) -> Evaluation:
+        """Metrics, images and per-sample features of one model at every setting (:meth:`settings`)."""
+        result = Evaluation({}, {}, {})
+        for key, g, mode in self.settings():
+            images = result.images[key] = self.sample(family, g, seed, mode)
+            result.features[key] = self.features(images)
+            result.metrics[key] = self.score(images, self.labels, result.features[key])
+        return result
+
     def evaluate(self, family: Family, seed: int) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor]]:
         """``({guidance: metrics}, {guidance: images})`` for one model."""
-        metrics, images = {}, {}
-        for g in self.guidances:
-            key = f"{g:g}"
-            images[key] = self.sample(family, g, seed)
-            metrics[key] = self.score(images[key], self.labels)
-        return metrics, images
+        result = self.run(family, seed)
+        return result.metrics, result.images
 
 
 def build_evaluator(real_dir: str | Path, resolution: int, *, classifier_dir: Path | None = None,

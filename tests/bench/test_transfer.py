@@ -48,7 +48,7 @@ def test_transfer_benchmark_smoke_and_probe(tiny_base, tmp_path):
     out = tmp_path / "bench"
     args = ["bench", "transfer", "--base", str(tiny_base), "--target", str(target), "--heldout", str(heldout),
             "--config", str(config), "--out", str(out), "--seeds", "2", "--steps", "4", "--eval-every", "2",
-            "--per-class", "3", "--method", "standard", "--method", "difftune:bank_share=0.25"]
+            "--per-class", "3", "--method", "standard", "--method", "difftune:bank_share=0.25", "--guidance-mode", "both"]
     bad = runner.invoke(app, [*args, "--method", "difftune:bank_shares=0.5"])
     assert bad.exit_code == 2 and "bank_shares" in bad.output and not (out / "runs").exists()
     result = runner.invoke(app, args)
@@ -61,7 +61,7 @@ def test_transfer_benchmark_smoke_and_probe(tiny_base, tmp_path):
     for run in runs.values():
         assert [e["step"] for e in run["evals"]] == [0, 2, 4]
         for ev in run["evals"]:
-            assert set(ev["metrics"]) == {"1", "4"}
+            assert set(ev["metrics"]) == {"1", "4", "4/dg"}  # both modes: CFG and Domain Guidance above 1
             for m in ev["metrics"].values():
                 assert math.isfinite(m["fd"]) and m["fd"] >= 0 and 0 <= m["class_fidelity"] <= 1
     for seed in (0, 1):  # step 0 is the shared base model, scored once per seed
@@ -72,6 +72,18 @@ def test_transfer_benchmark_smoke_and_probe(tiny_base, tmp_path):
     assert "not Inception" in results["extractor"]["kind"]
     assert all(_is_png(out / name) for name in ("fd_vs_step.png", "samples.png"))
     assert "| standard | 1 |" in (out / "report.md").read_text()
+    assert runs[("standard", 0)]["evals"][0]["metrics"]["4"] == runs[("standard", 0)]["evals"][0]["metrics"]["4/dg"]
+    assert runs[("standard", 0)]["evals"][2]["metrics"]["4"] != runs[("standard", 0)]["evals"][2]["metrics"]["4/dg"]
+    paired = results["paired"]["difftune:bank_share=0.25"]  # vs standard, by seed, from the saved features
+    assert set(paired) == {"1", "4", "4/dg"}
+    for setting, cell in paired.items():
+        fd = {m: [runs[(m, s)]["evals"][-1]["metrics"][setting]["fd"] for s in (0, 1)]
+              for m in ("standard", "difftune:bank_share=0.25")}
+        assert cell["seeds"] == [0, 1]
+        expected = [tuned - standard for standard, tuned in zip(*fd.values(), strict=True)]
+        assert cell["diff_per_seed"] == pytest.approx(expected, rel=1e-4, abs=1e-4)
+        assert cell["rel_ci95"][0] <= cell["rel_ci95"][1]
+    assert "Paired differences vs `standard`" in (out / "report.md").read_text()
 
     again = runner.invoke(app, args)  # finished runs are reused, not retrained
     assert again.exit_code == 0 and again.output.count("reusing") == 4
@@ -123,7 +135,7 @@ def test_base_model_is_built_with_the_requested_size(tmp_path):
     dit = family.denoiser.config
     assert (dit.num_layers, dit.num_attention_heads, dit.attention_head_dim) == (1, 2, 8)
     assert list(family.vae.config.block_out_channels) == [32, 64] and family.image_size == 16
-    assert any("pre-training a DiT on 901 source digits for 1 steps" in line for line in lines)
+    assert any("pre-training a DiT on 901 source images for 1 steps" in line for line in lines)
 
 
 # --- text-to-image (flow matching): the SD3 form of the benchmark ----------------------------------------------
