@@ -242,6 +242,10 @@ class ForgettingProbeCreate(_Request):
     )
     sample_steps: int = Field(25, ge=2, le=250, description="DDIM steps of every chain.")
     seed: int = Field(0, ge=0, le=MAX_SEED)
+    guidance_mode: Literal["cfg", "domain"] = Field(
+        "cfg", description="cfg, or domain: the tuned model's steps take their unconditional branch from the base "
+                           "model (Domain Guidance)."
+    )
     metadata: dict[str, Annotated[str, Field(max_length=512)]] = Field(default_factory=dict, max_length=16)
 
 

@@ -255,11 +255,13 @@ class ForgettingProbes(_Resource):
     def create(self, job_id: str, *, checkpoint_step: int | None = None, dataset: Any = None,
                points: int | None = None, samples_per_class: int | None = None,
                guidance: list[float] | None = None, sample_steps: int | None = None, seed: int | None = None,
-               metadata: dict[str, str] | None = None, idempotency_key: str | None = None) -> Job:
-        """Start a chain-of-forgetting probe of a tuned DiT job; answers the probe job."""
+               guidance_mode: str | None = None, metadata: dict[str, str] | None = None,
+               idempotency_key: str | None = None) -> Job:
+        """Start a chain-of-forgetting probe of a tuned DiT job (``guidance_mode="domain"``: Domain Guidance);
+        answers the probe job."""
         body = _without_none(checkpoint_step=checkpoint_step, dataset=dataset and _id(dataset), points=points,
                              samples_per_class=samples_per_class, guidance=guidance, sample_steps=sample_steps,
-                             seed=seed, metadata=metadata)
+                             seed=seed, guidance_mode=guidance_mode, metadata=metadata)
         return Job.model_validate(self._core.json("POST", f"/v1/jobs/{_id(job_id)}/forgetting-probes", json=body,
                                                   headers=_idempotency(idempotency_key)))
 

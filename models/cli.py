@@ -373,14 +373,18 @@ def forgetting(
     steps: Annotated[int, typer.Option(help="DDIM steps.")] = 25,
     classifier: Annotated[Path | None, typer.Option(help="Saved domain classifier to reuse.")] = None,
     seed: int = 0,
+    guidance_mode: Annotated[str, typer.Option(help="cfg, or domain: the tuned model's steps guided by the base "
+                                                    "(Domain Guidance).")] = "cfg",
     threads: ThreadsOpt = 1,
 ) -> None:
     """Chain-of-forgetting probe: FD against t* when swapping base and tuned models along the chain."""
     from models.probe import run_probe
 
+    if guidance_mode not in ("cfg", "domain"):
+        fail(f"guidance-mode: {guidance_mode!r} is not cfg or domain")
     entry_threads(threads)
     run_probe(base, tuned, data, out, points=points, per_class=per_class, guidances=guidance_scales(guidance),
-              steps=steps, seed=seed, classifier=classifier, say=say)
+              steps=steps, seed=seed, classifier=classifier, say=say, guidance_mode=guidance_mode)
     print(out / "probe.json")
 
 

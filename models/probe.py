@@ -22,16 +22,23 @@ from models.families.dit import DiTFamily
 DIRECTIONS = ("tuned→base", "base→tuned")
 
 
-def _predict(family: DiTFamily, labels: torch.Tensor, guidance: float):
+def _predict(family: DiTFamily, labels: torch.Tensor, guidance: float, base: DiTFamily | None = None):
+    """The guided prediction of ``family``: CFG, or Domain Guidance from ``base`` (when given and not itself)."""
     labels = model_labels(family, labels).to(family.device)
-    return family._predict_fn(family.denoiser.eval(), labels, family.null_label, guidance)
+    if base is None or base is family:
+        return family._predict_fn(family.denoiser.eval(), labels, family.null_label, guidance)
+    return family._predict_fn(family.denoiser.eval(), labels, family.null_label, guidance,
+                              base=base.denoiser.eval(), base_null=base.null_label)
 
 
 @torch.no_grad()
 def swap_sample(first: DiTFamily, second: DiTFamily, labels: torch.Tensor, t_star: int, *, guidance: float,
-                steps: int, generator: torch.Generator) -> torch.Tensor:
-    """Latents denoised by ``first`` for t ≥ ``t_star`` and by ``second`` below (DDIM, ``steps`` steps)."""
-    fn_first, fn_second = _predict(first, labels, guidance), _predict(second, labels, guidance)
+                steps: int, generator: torch.Generator, domain_base: DiTFamily | None = None) -> torch.Tensor:
+    """Latents denoised by ``first`` for t ≥ ``t_star`` and by ``second`` below (DDIM, ``steps`` steps).
+
+    With ``domain_base``, the tuned model's steps use Domain Guidance (its unconditional branch from that base)."""
+    fn_first = _predict(first, labels, guidance, domain_base)
+    fn_second = _predict(second, labels, guidance, domain_base)
     return first.sample_chain(lambda t: fn_first if t >= t_star else fn_second, len(labels), steps=steps,
                               sampler="ddim", generator=generator, per_step=True)
 
@@ -43,7 +50,10 @@ def swap_grid(num_timesteps: int, points: int) -> list[int]:
 
 def forgetting_curves(base: DiTFamily, tuned: DiTFamily, evaluator: Evaluator, *, t_stars: list[int],
                       seed: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """FD (and KID, class fidelity) against the evaluator's real images for every t*, both directions."""
+    """FD (and KID, class fidelity) against the evaluator's real images for every t*, both directions.
+
+    The evaluator's ``guidance_mode`` "domain" guides the tuned model's steps with the base (Domain Guidance)."""
+    domain_base = base if evaluator.guidance_mode == "domain" else None
     curves: dict[str, dict[str, list]] = {}
     labels = evaluator.labels
     start = time.perf_counter()
@@ -53,12 +63,13 @@ def forgetting_curves(base: DiTFamily, tuned: DiTFamily, evaluator: Evaluator, *
             points = curves.setdefault(direction, {}).setdefault(f"{g:g}", [])
             for t_star in t_stars:
                 latents = swap_sample(first, second, labels, t_star, guidance=g, steps=evaluator.sample_steps,
-                                      generator=torch.Generator().manual_seed(seed))
+                                      generator=torch.Generator().manual_seed(seed), domain_base=domain_base)
                 metrics = evaluator.score(tuned.decode_latents(latents), labels)
                 points.append({"t_star": t_star, **metrics})
                 if progress:
                     progress(f"{direction} g={g:g} t*={t_star}: FD {metrics['fd']:.2f}")
     return {"curves": curves, "t_stars": t_stars, "seed": seed, "guidances": list(evaluator.guidances),
+            "guidance_mode": evaluator.guidance_mode,
             "sample_steps": evaluator.sample_steps, "samples": len(labels),
             "seconds": time.perf_counter() - start}
 
@@ -77,7 +88,7 @@ def load_tuned(checkpoint: Path, device: str = "cpu") -> DiTFamily:
 def run_probe(base: Path, tuned: Path, data: Path, out: Path, *, points: int = 11, per_class: int = 40,
               guidances: tuple[float, ...] = (1.0,), steps: int = 25, seed: int = 0,
               classifier: Path | None = None, device: str = "cpu", say: Callable[[str], None] = print,
-              on_point: Callable[[str], None] | None = None) -> dict[str, Any]:
+              on_point: Callable[[str], None] | None = None, guidance_mode: str = "cfg") -> dict[str, Any]:
     """Load both models, train (or load) the domain features on ``data``, write probe.json and probe.png.
 
     ``on_point`` (default ``say``) is called once per (direction, guidance, t*) point as it is scored.
@@ -91,7 +102,8 @@ def run_probe(base: Path, tuned: Path, data: Path, out: Path, *, points: int = 1
     tuned_family = load_tuned(Path(tuned), device)
     say(f"probe: features from a domain classifier on real images of {data}")
     evaluator, meta = build_evaluator(data, tuned_family.image_size, classifier_dir=classifier or out / "domain_classifier",
-                                      per_class=per_class, guidances=guidances, sample_steps=steps)
+                                      per_class=per_class, guidances=guidances, sample_steps=steps,
+                                      guidance_mode=guidance_mode)
     result = forgetting_curves(base_family, tuned_family, evaluator, seed=seed, progress=on_point or say,
                                t_stars=swap_grid(tuned_family.num_timesteps, points))
     result.update(base=str(base), tuned=str(tuned), data=str(data), extractor=meta)

@@ -64,6 +64,7 @@ def execute_probe(ctx: WorkerContext, job: Job, lease: Lease) -> dict[str, Any]:
         result = run_probe(base, tuned, data_dir, out, points=params["points"],
                            per_class=params["samples_per_class"], guidances=tuple(params["guidance"]),
                            steps=params["sample_steps"], seed=params["seed"],
+                           guidance_mode=params.get("guidance_mode", "cfg"),
                            device="cuda" if torch.cuda.is_available() else "cpu", say=say, on_point=on_point)
     except _Cancelled:
         return {"stopped": True}

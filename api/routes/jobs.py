@@ -112,6 +112,7 @@ def create_forgetting_probe(
         guidance=body.guidance,
         sample_steps=body.sample_steps,
         seed=body.seed,
+        guidance_mode=body.guidance_mode,
         metadata=body.metadata,
         max_queued=settings.tenant_max_queued_jobs,
         idempotency_key=idempotency_key,

@@ -47,6 +47,7 @@ def create_forgetting_probe(
     guidance: list[float] | None = None,
     sample_steps: int = 25,
     seed: int = 0,
+    guidance_mode: str = "cfg",
     metadata: dict[str, str] | None = None,
     max_queued: int | None = None,
     idempotency_key: str | None = None,
@@ -72,7 +73,7 @@ def create_forgetting_probe(
     guidance = guidance or [1.0]
     parameters: dict[str, Any] = {
         "tuned_job": tuned.id, "checkpoint_step": step, "points": points, "samples_per_class": samples_per_class,
-        "guidance": guidance, "sample_steps": sample_steps, "seed": seed,
+        "guidance": guidance, "sample_steps": sample_steps, "seed": seed, "guidance_mode": guidance_mode,
     }
     job = Job(
         id=new_id("job"),

@@ -52,7 +52,7 @@ def show_probe(probe: Job) -> None:
     rows = [(name, value) for name, value in job_rows(probe) if name not in ("method", "base model", "metrics")]
     rows[3:3] = [("tuned job", _tuned_job(probe)), ("checkpoint step", str(params.get("checkpoint_step", "-"))),
                  ("parameters", {k: params[k] for k in ("points", "samples_per_class", "guidance", "sample_steps",
-                                                         "seed") if k in params})]
+                                                         "seed", "guidance_mode") if k in params})]
     details(rows)
     metrics: dict[str, Any] = probe.metrics or {}
     if "fd" in metrics and "t_stars" in metrics:
@@ -83,6 +83,8 @@ def probes_start(
                                                               "(default 1).")] = None,
     sample_steps: Annotated[int | None, typer.Option(help="DDIM steps of every chain (default 25).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
+    guidance_mode: Annotated[str | None, typer.Option(help="cfg (default), or domain: the tuned model's steps "
+                                                           "guided by the base (Domain Guidance).")] = None,
     metadata: MetadataOption = None,
     idempotency_key: IdempotencyOption = None,
     wait: WaitOption = False,
@@ -93,7 +95,8 @@ def probes_start(
     api = client()
     probe = api.jobs.forgetting_probes.create(
         job_id, checkpoint_step=checkpoint_step, dataset=dataset, points=points, samples_per_class=samples_per_class,
-        guidance=guidance or None, sample_steps=sample_steps, seed=seed, metadata=labels or None,
+        guidance=guidance or None, sample_steps=sample_steps, seed=seed, guidance_mode=guidance_mode,
+        metadata=labels or None,
         idempotency_key=idempotency_key)
     created(api, probe, wait, as_json, show=show_probe)
 

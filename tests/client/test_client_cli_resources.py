@@ -175,15 +175,16 @@ def test_forgetting_probes_start_list_get(difftune, make_job, db, storage):
 
     first = json.loads(ok(difftune("jobs", "forgetting-probes", "start", tuned.id, "--checkpoint-step", "4",
                                    "--points", "3", "--samples-per-class", "2", "--guidance", "1",
-                                   "--guidance", "2.5", "--metadata", "run=a", "--json")))
+                                   "--guidance", "2.5", "--guidance-mode", "domain", "--metadata", "run=a", "--json")))
     assert (first["kind"], first["status"], first["metadata"]) == ("forgetting_probe", "queued", {"run": "a"})
     assert first["hyperparameters"].items() >= {"tuned_job": tuned.id, "checkpoint_step": 4, "points": 3,
                                                 "samples_per_class": 2, "guidance": [1.0, 2.5], "sample_steps": 25,
-                                                "seed": 0}.items()
+                                                "seed": 0, "guidance_mode": "domain"}.items()
     shown = fields(ok(difftune("jobs", "forgetting-probes", "start", tuned.id)))
     second = shown["id"]
     assert (shown["kind"], shown["tuned job"], shown["checkpoint step"]) == ("forgetting_probe", tuned.id, "8")
     assert json.loads(shown["parameters"])["points"] == 11
+    assert json.loads(shown["parameters"])["guidance_mode"] == "cfg"
 
     listed = rows(ok(difftune("jobs", "forgetting-probes", "list", tuned.id)))
     assert listed[0] == ["ID", "STATUS", "TUNED", "JOB", "CHECKPOINT", "PROGRESS", "CREATED"]
@@ -213,6 +214,8 @@ def test_forgetting_probes_start_list_get(difftune, make_job, db, storage):
         f"error: checkpoint_step: {tuned.id} has no checkpoint at step 7 (has [4, 8])"
     assert failed(difftune("jobs", "forgetting-probes", "start", tuned.id, "--points", "1")).startswith(
         "error: points: ")
+    assert failed(difftune("jobs", "forgetting-probes", "start", tuned.id, "--guidance-mode", "base")).startswith(
+        "error: guidance_mode: ")
 
 
 JOB_COMMANDS = [

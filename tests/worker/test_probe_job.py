@@ -62,6 +62,23 @@ def test_probe_job_scores_both_directions_and_publishes_reports(tuned_job, worke
     assert {j["id"]: j["kind"] for j in listed} == {tuned_job["id"]: "tune", probe["id"]: "forgetting_probe"}
 
 
+def test_probe_with_domain_guidance_guides_the_tuned_steps_with_the_base(tuned_job, worker_ctx, client, auth,
+                                                                       one_thread):
+    """Domain Guidance changes the tuned model's guided steps only: at guidance 1 (conditional branch alone)
+    and for the base alone the curves equal the CFG probe's; the tuned model at guidance 4 differs."""
+    from worker.pipeline import run
+
+    fd = {}
+    for mode in ("cfg", "domain"):
+        probe = _probe(client, auth, tuned_job["id"], guidance=[1, 4], guidance_mode=mode).json()
+        assert probe["hyperparameters"]["guidance_mode"] == mode
+        assert run(probe["id"]) == "succeeded", client.get(f"/v1/jobs/{probe['id']}", headers=auth).json()["error"]
+        fd[mode] = client.get(f"/v1/jobs/{probe['id']}", headers=auth).json()["metrics"]["fd"]["tuned→base"]
+    assert fd["domain"]["1"] == pytest.approx(fd["cfg"]["1"])
+    assert fd["domain"]["4"][-1] == pytest.approx(fd["cfg"]["4"][-1])  # t* = T: the base alone
+    assert fd["domain"]["4"][0] != pytest.approx(fd["cfg"]["4"][0])  # t* = 0: the tuned model alone
+
+
 def storage_bytes(storage, key: str) -> bytes:
     import tempfile
     from pathlib import Path
@@ -94,6 +111,8 @@ def test_bad_probe_requests_name_the_field(tuned_job, make_job, client, auth, ot
     assert status == 422 and body["errors"][0]["field"] == "job" and "no published checkpoint" in body["detail"]
     status, body = problem(tuned_job["id"], points=1)
     assert status == 422 and "points" in json.dumps(body)
+    status, body = problem(tuned_job["id"], guidance_mode="base")
+    assert status == 422 and "guidance_mode" in json.dumps(body)
     status, body = problem(tuned_job["id"], dataset="ds_missing")
     assert status == 422 and body["errors"][0]["field"] == "dataset"
     captioned = client.post("/v1/datasets", headers=auth,
