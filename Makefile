@@ -4,9 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo run lint clean
+.PHONY: setup browser test demo run lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
 
 # torch is installed first and pinned: on this machine torch==2.13.0 resolves to a local CPU
 # build; an unpinned torch would pull several GB of CUDA packages.
@@ -15,6 +15,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[ml,service,test,trackers]" --config-settings editable_mode=compat
 	touch $(STAMP)
+
+# The dashboard's browser tests drive Debian's chromium with Playwright (Playwright's own browser
+# download is not needed): install it when missing, with sudo unless root (CI runs as root).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 # pytest exits 5 when it collected no tests: that is a broken suite, not a pass.
 test: setup

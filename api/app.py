@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import metrics, openapi, problems
+from api import dashboard, metrics, openapi, problems
 from api.auth_cache import TenantCache
 from api.gate import Gate
 from api.rate_limit import RateLimiter
@@ -81,10 +81,13 @@ def create_app(settings: Settings, *, poll_seconds: float = 1.0) -> FastAPI:
                                                    base_models.router.prefix: json_limit,
                                                    jobs.router.prefix: json_limit,
                                                    key_routes.router.prefix: json_limit,
-                                                   webhooks.router.prefix: json_limit})
-    app.add_middleware(Gate, limiter=RateLimiter(settings.rate_limit, shared_state_url(settings)))
+                                                   webhooks.router.prefix: json_limit,
+                                                   dashboard.PREFIX: json_limit})
+    app.state.rate_limiter = RateLimiter(settings.rate_limit, shared_state_url(settings))
+    app.add_middleware(Gate)
     app.include_router(datasets.router, max_body_size=upload_limit)
     app.include_router(model_uploads.router, max_body_size=model_limit)
     for module in (base_models, jobs, key_routes, files, webhooks):  # JSON bodies: bounded while they stream in (413)
         app.include_router(module.router, max_body_size=json_limit)
+    dashboard.install(app, max_body_size=json_limit)  # the web dashboard at /ui (its forms are small too)
     return app

@@ -80,6 +80,12 @@ def _field_error(loc: tuple[Any, ...], message: str) -> dict[str, str]:
     return {"field": field, "message": message}
 
 
+def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """pydantic's errors of a request as ``[{field, message}]``, as a 422 lists them (``loc`` starting with
+    where the value came from, e.g. ``("body", "hyperparameters")``)."""
+    return [_field_error(tuple(e["loc"]), e["msg"]) for e in errors]
+
+
 def _service_error(request: Request, err: ServiceError) -> JSONResponse:
     status = next((code for kind, code in STATUS.items() if isinstance(err, kind)), 400)
     if isinstance(err, UploadRejected) and err.too_large:
@@ -97,7 +103,7 @@ def _validation_error(request: Request, err: RequestValidationError) -> JSONResp
         return problem(
             400, "the request body is not valid JSON", title="Malformed JSON", instance=request.url.path
         )
-    errors = [_field_error(tuple(e["loc"]), e["msg"]) for e in err.errors()]
+    errors = field_errors(err.errors())
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem(422, detail, title="Invalid request", errors=errors, instance=request.url.path)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidError, NotFoundError
@@ -27,3 +29,12 @@ def referenced(session: Session, table: type[Row], resource_id: str, *, tenant_i
         return owned(session, table, resource_id, tenant_id=tenant_id, kind=kind)
     except NotFoundError as err:
         raise InvalidError.field(field, str(err)) from None
+
+
+def names(session: Session, table: type[Row], ids: Iterable[str | None], *, tenant_id: str) -> dict[str, str]:
+    """``{id: name}`` of the rows among ``ids`` that ``tenant_id`` owns (one query; others are left out)."""
+    wanted = {i for i in ids if i}
+    if not wanted:
+        return {}
+    rows = session.execute(select(table.id, table.name).where(table.id.in_(wanted), table.tenant_id == tenant_id))
+    return {row_id: name for row_id, name in rows}

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from contract.buckets import bucket_report, expand_sizes
-from core.datasets import archive, inspection, pack
+from core.datasets import archive, inspection, pack, thumbnails
 from core.enums import JobStatus
 from core.errors import ConflictError, InvalidError
 from core.ids import new_id
@@ -20,7 +20,12 @@ from core.services import idempotency
 from core.services.common import owned
 from core.services.pagination import Page, paginate
 from core.storage import Storage
-from core.storage.keys import dataset_archive_key, dataset_manifest_key, dataset_prefix
+from core.storage.keys import (
+    dataset_archive_key,
+    dataset_manifest_key,
+    dataset_prefix,
+    dataset_thumbnails_key,
+)
 from core.tables import Dataset, Job
 
 SCOPE = "datasets"
@@ -73,6 +78,8 @@ def _store(
         storage.put_stream(
             dataset_manifest_key(dataset_id), BytesIO(manifest), content_type="application/json"
         )
+        strip = thumbnails.strip_png(root / info.stats["root"], info.entries)
+        storage.put_stream(dataset_thumbnails_key(dataset_id), BytesIO(strip), content_type="image/png")
         return info, out.stat().st_size
 
 

@@ -20,6 +20,11 @@ def dataset_manifest_key(dataset_id: str) -> str:
     return f"datasets/{dataset_id}/manifest.json"
 
 
+def dataset_thumbnails_key(dataset_id: str) -> str:
+    """A strip of small thumbnails of the dataset's images (the dashboard shows it), made at upload."""
+    return f"datasets/{dataset_id}/thumbnails.png"
+
+
 def job_prefix(job_id: str) -> str:
     """Everything a job publishes."""
     return f"jobs/{job_id}/"

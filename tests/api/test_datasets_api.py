@@ -29,6 +29,7 @@ def test_class_folder_zip_is_validated_and_stored(upload, archives, storage, tmp
     assert storage.list(f"datasets/{body['id']}/") == [
         f"datasets/{body['id']}/data.tar",
         f"datasets/{body['id']}/manifest.json",
+        f"datasets/{body['id']}/thumbnails.png",  # the dashboard's thumbnail strip
     ]
     storage.get_file(f"datasets/{body['id']}/data.tar", tmp_path / "data.tar")
     with tarfile.open(tmp_path / "data.tar") as tar:
@@ -168,7 +169,7 @@ def test_idempotent_upload(upload, archives, db, storage):
     again = upload(data, headers={"Idempotency-Key": "u1"})
     assert again.status_code == 201 and again.json()["id"] == first["id"]
     assert db.scalar(select(func.count()).select_from(Dataset)) == 1
-    assert len(storage.list("datasets/")) == 2
+    assert len(storage.list("datasets/")) == 3  # data.tar, manifest.json, thumbnails.png of one dataset
     other = upload(archives.zip(archives.class_folders(classes=3)), headers={"Idempotency-Key": "u1"})
     assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
 
