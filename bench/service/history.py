@@ -2,12 +2,15 @@
 
 Seeds the rows straight into the benchmark database (the API is what is measured, not the inserts),
 then times, one request after another over a warm connection, the jobs list (first page of 100), one
-job, and its metrics history (downsampled to 1,000 points by default, and a zoom into 1,000 steps).
+job, and its metrics history (downsampled to 1,000 points by default, and a zoom into 1,000 steps),
+and the web dashboard's own HTML pages over a signed-in session: its jobs page (first page of 50) and
+the page of the 100,000-point job (which loads no metric points server-side: its chart fetches them).
 Target: each under 300 ms at the median and p95 on this machine.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -51,7 +54,7 @@ def _time(client: httpx.Client, path: str, params: dict, repeats: int) -> dict:
         response = client.get(path, params=params)
         times.append((time.perf_counter() - start) * 1000)
         response.raise_for_status()
-        body = response.json()
+        body = response.json() if response.headers["content-type"].startswith("application/json") else response.text
     ordered = sorted(times)
     return {"p50_ms": round(percentile(ordered, 50), 1), "p95_ms": round(percentile(ordered, 95), 1),
             "max_ms": round(ordered[-1], 1), "body": body}
@@ -73,5 +76,27 @@ def measure_history(svc: Service, *, jobs: int = 1000, points: int = 100_000, re
                 result.update(points=len(body["data"]), total_points=body["total_points"],
                               downsampled=body["downsampled"])
             figures[name] = {**result, "target_ms": TARGET_MS, "ok": result["p95_ms"] < TARGET_MS}
+    client = dashboard_session(svc)
+    try:
+        for name, path in {"dashboard_jobs": "/ui/jobs", "dashboard_job": f"/ui/jobs/{svc.job_id}"}.items():
+            client.get(path)  # warm
+            result = _time(client, path, {}, repeats)
+            result.update(html_bytes=len(result.pop("body").encode()))
+            figures[name] = {**result, "target_ms": TARGET_MS, "ok": result["p95_ms"] < TARGET_MS}
+    finally:
+        client.close()
     return {"measurement": "history", "jobs": jobs + 1, "metric_points": points, "repeats": repeats,
             "pages": figures, "machine": machine()}
+
+
+def dashboard_session(svc: Service) -> httpx.Client:
+    """A client signed in to the dashboard (``/ui``) with the benchmark's key, as a browser is: the session
+    cookie it keeps, no Authorization header."""
+    client = httpx.Client(base_url=svc.base_url, timeout=30)
+    form = client.get("/ui/sign-in")
+    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', form.text).group(1)
+    key = svc.headers["Authorization"].removeprefix("Bearer ")
+    answer = client.post("/ui/sign-in", data={"api_key": key, "csrf_token": token, "next": "/ui/jobs"})
+    if answer.status_code != 303:
+        raise RuntimeError(f"dashboard sign-in answered {answer.status_code}")
+    return client

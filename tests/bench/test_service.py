@@ -55,6 +55,8 @@ def test_bench_all_small_run():
     metrics = history["pages"]["metrics"]
     assert metrics["points"] <= 1000 and metrics["total_points"] == 3000 and metrics["downsampled"]
     assert history["pages"]["jobs_list"]["p50_ms"] > 0 and isinstance(history["pages"]["job"]["ok"], bool)
+    for page in ("dashboard_jobs", "dashboard_job"):  # the web dashboard's HTML pages, over a signed-in session
+        assert history["pages"][page]["p95_ms"] > 0 and history["pages"][page]["html_bytes"] > 1000
 
     # The throw-away database is gone.
     name = re.search(r"database (difftune_bench_[0-9a-f]+)", result.stderr).group(1)
