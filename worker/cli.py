@@ -32,7 +32,7 @@ def serve(
         try:
             stack.start()
             if stack.stop_signal is None:
-                print(f"API:     {stack.url}   (docs: {stack.url}/docs)")
+                print(f"API:     {stack.url}   (docs: {stack.url}/docs, dashboard: {stack.url}/ui)")
                 print(f"API key: {stack.api_key}   (tenant 'local'; kept in {stack.home}/api_key)")
                 print(f"logs:    {stack.log_dir}", flush=True)
                 if not stack.wait():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
@@ -42,6 +42,18 @@ def field_help(name: str) -> dict[str, Any]:
     """A TrainConfig field's default and description, shown next to its input."""
     info = TrainConfig.model_fields[name]
     return {"name": name, "default": info.default, "description": info.description or ""}
+
+
+def probe_fields() -> list[dict[str, Any]]:
+    """The probe form's fields: default (as typed: a list joined by commas), the choices of a fixed set."""
+    out = []
+    for name in PROBE_FIELDS:
+        info = ForgettingProbeCreate.model_fields[name]
+        default = info.get_default(call_default_factory=True)
+        choices = list(get_args(info.annotation)) if get_origin(info.annotation) is Literal else None
+        out.append({"name": name, "description": info.description or "", "choices": choices,
+                    "default": ", ".join(map(str, default)) if isinstance(default, list) else default})
+    return out
 
 
 def service_errors(err: ServiceError) -> list[dict[str, str]]:

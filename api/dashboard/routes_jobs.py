@@ -72,12 +72,11 @@ def job_page(request: Request, viewer: Viewer, session, job_id: str, *, status: 
     dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
     steps = outputs.checkpoint_steps(session, job_id=job.id)
     tuned = job.hyperparameters.get("tuned_job") if job.kind == JobKind.FORGETTING_PROBE else None
-    defaults = ForgettingProbeCreate()
     return page(request, "job.html", viewer, code=status, job=JobOut.of(job), model=model, dataset=dataset,
                 checkpoint_steps=steps, tuned_job=tuned, notice=notice,
                 probe_problem=probe_problem(job, model),
                 probe_errors=(probe or forms.Outcome()).by_field(), probe_typed=typed or {},
-                probe_defaults=defaults.model_dump(exclude={"dataset", "metadata", "checkpoint_step"}, mode="json"),
+                probe_fields=[f for f in forms.probe_fields() if f["name"] != "checkpoint_step"],
                 idempotency_key=secrets.token_urlsafe(16))
 
 

@@ -165,3 +165,26 @@ def test_the_dataset_page_shows_stats_and_the_thumbnail_strip(ui, api_dataset, s
     image = Image.open(io.BytesIO(httpx.get(src).content))
     assert image.size == (6 * 64, 64)  # 2 classes × 3 images, classes in turn
     assert settings.s3_endpoint.split("//")[1] in page.headers["content-security-policy"]  # img-src allows it
+
+
+def test_odd_requests_get_4xx_pages_naming_the_field_never_a_500(ui):
+    cases = {
+        "/ui/jobs?status=bogus": (422, "status"),
+        "/ui/jobs?after=%00": (422, "after"),
+        "/ui/compare?jobs=" + ",".join(f"job_{i}" for i in range(9)): (422, "jobs"),
+        "/ui/jobs/job_%00": (404, "no job"),
+        "/ui/datasets/nope": (404, "no dataset"),
+        "/ui/nowhere": (404, "no route"),
+    }
+    for path, (status, named) in cases.items():
+        page = ui.get(path)
+        assert page.status_code == status and named in page.text and "text/html" in page.headers["content-type"], path
+    token = csrf_of(ui.get("/ui/jobs/new").text)
+    as_json = ui.post("/ui/jobs/new", json={"csrf_token": token})
+    assert as_json.status_code == 403  # not a form: no token read
+    with_file = ui.post("/ui/jobs/new", data={"csrf_token": token}, files={"f": ("x.bin", b"x")})
+    assert with_file.status_code == 400
+    assert ui.post("/ui/jobs/new", data={"csrf_token": token, "max_steps": "1" * 5000}).status_code == 422
+    huge = ui.post("/ui/jobs/new", content=b"a=" + b"x" * (2 * 1024 * 1024),
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert huge.status_code == 413
