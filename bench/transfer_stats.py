@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.evaluation.sample_quality import DOMAIN_SUFFIX, guidance_order
+
 Z_ALPHA, Z_POWER = 1.959964, 0.841621  # two-sided 0.05, power 0.8
 FEATURES_FILE = "features.pt"  # per run: the final evaluation's per-sample features, keyed by setting
 
@@ -58,7 +60,7 @@ def load_features(run_dir: Path) -> dict[str, np.ndarray] | None:
 def paired_analysis(real: np.ndarray, runs: dict[str, dict[int, dict[str, np.ndarray]]], *,
                     baseline: str = "standard", boots: int = 400, target: float = 0.05, seed: int = 0,
                     ) -> dict[str, dict[str, Any]]:
-    """``{method: {setting: figures}}`` for every method but ``baseline``, paired by seed.
+    """``{method: {comparison: figures}}`` against ``baseline``, paired by seed (see :func:`_comparisons`).
 
     ``real`` (N, D) holds the reference features; ``runs[method][seed][setting]`` the generated features.
     Figures: baseline and method FD (mean over the common seeds), the per-seed differences, the mean
@@ -72,23 +74,21 @@ def paired_analysis(real: np.ndarray, runs: dict[str, dict[int, dict[str, np.nda
     tr_r = float(np.trace(sigma_r))
     out: dict[str, dict[str, Any]] = {}
     for method, per_seed in runs.items():
-        if method == baseline:
-            continue
         seeds = sorted(set(per_seed) & set(runs.get(baseline, {})))
-        for setting in sorted({k for s in seeds for k in per_seed[s]} & {k for s in seeds for k in runs[baseline][s]}):
-            use = [s for s in seeds if setting in per_seed[s] and setting in runs[baseline][s]]
+        for label, setting, base_setting in _comparisons(method == baseline, {k for s in seeds for k in per_seed[s]}):
+            use = [s for s in seeds if setting in per_seed[s] and base_setting in runs[baseline][s]]
             if not use:
                 continue
             fd_m = np.array([_fd(mu_r, root_r, tr_r, per_seed[s][setting]) for s in use])
-            fd_b = np.array([_fd(mu_r, root_r, tr_r, runs[baseline][s][setting]) for s in use])
+            fd_b = np.array([_fd(mu_r, root_r, tr_r, runs[baseline][s][base_setting]) for s in use])
             diffs = fd_m - fd_b
             boot_rel, within = _bootstrap(real, [per_seed[s][setting] for s in use],
-                                          [runs[baseline][s][setting] for s in use], boots, rng)
+                                          [runs[baseline][s][base_setting] for s in use], boots, rng)
             sd_d = float(diffs.std(ddof=1)) if len(use) > 1 else float("nan")
             sampling_var = float(np.mean(within))
             seed_var = max(sd_d ** 2 - sampling_var, 0.0) if len(use) > 1 else float("nan")
             delta = target * float(fd_b.mean())
-            out.setdefault(method, {})[setting] = {
+            out.setdefault(method, {})[label] = {
                 "seeds": use, "fd_baseline": float(fd_b.mean()), "fd_method": float(fd_m.mean()),
                 "diff_per_seed": diffs.tolist(), "diff_mean": float(diffs.mean()),
                 "rel_mean": float(diffs.mean() / fd_b.mean()),
@@ -99,6 +99,16 @@ def paired_analysis(real: np.ndarray, runs: dict[str, dict[int, dict[str, np.nda
                 "seeds_needed_4x_samples": (seeds_needed(math.sqrt(seed_var + sampling_var / 4), delta)
                                             if len(use) > 1 else None),
             }
+    return out
+
+
+def _comparisons(is_baseline: bool, settings: set[str]) -> list[tuple[str, str, str]]:
+    """``(label, method setting, baseline setting)``: each setting against the baseline's same one, and each
+    Domain Guidance setting also against the baseline under CFG at that scale (what a user switching both
+    the recipe and the sampler gets); the baseline itself only in the second kind (DG's own effect)."""
+    out = [] if is_baseline else [(k, k, k) for k in sorted(settings, key=guidance_order)]
+    out += [(f"{k} vs CFG", k, k.removesuffix(DOMAIN_SUFFIX)) for k in sorted(settings, key=guidance_order)
+            if k.endswith(DOMAIN_SUFFIX)]
     return out
 
 

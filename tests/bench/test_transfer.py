@@ -74,15 +74,18 @@ def test_transfer_benchmark_smoke_and_probe(tiny_base, tmp_path):
     assert "| standard | 1 |" in (out / "report.md").read_text()
     assert runs[("standard", 0)]["evals"][0]["metrics"]["4"] == runs[("standard", 0)]["evals"][0]["metrics"]["4/dg"]
     assert runs[("standard", 0)]["evals"][2]["metrics"]["4"] != runs[("standard", 0)]["evals"][2]["metrics"]["4/dg"]
-    paired = results["paired"]["difftune:bank_share=0.25"]  # vs standard, by seed, from the saved features
-    assert set(paired) == {"1", "4", "4/dg"}
-    for setting, cell in paired.items():
-        fd = {m: [runs[(m, s)]["evals"][-1]["metrics"][setting]["fd"] for s in (0, 1)]
-              for m in ("standard", "difftune:bank_share=0.25")}
-        assert cell["seeds"] == [0, 1]
-        expected = [tuned - standard for standard, tuned in zip(*fd.values(), strict=True)]
-        assert cell["diff_per_seed"] == pytest.approx(expected, rel=1e-4, abs=1e-4)
-        assert cell["rel_ci95"][0] <= cell["rel_ci95"][1]
+    paired = results["paired"]  # vs standard, by seed, from the saved features
+    assert set(paired["difftune:bank_share=0.25"]) == {"1", "4", "4/dg", "4/dg vs CFG"}
+    assert set(paired["standard"]) == {"4/dg vs CFG"}  # Domain Guidance's own effect on standard
+    final = {key: run["evals"][-1]["metrics"] for key, run in runs.items()}
+    for method, cells in paired.items():
+        for label, cell in cells.items():
+            setting = label.removesuffix(" vs CFG")
+            baseline = setting.removesuffix("/dg") if label.endswith("vs CFG") else setting
+            expected = [final[(method, s)][setting]["fd"] - final[("standard", s)][baseline]["fd"] for s in (0, 1)]
+            assert cell["seeds"] == [0, 1]
+            assert cell["diff_per_seed"] == pytest.approx(expected, rel=1e-4, abs=1e-4)
+            assert cell["rel_ci95"][0] <= cell["rel_ci95"][1]
     assert "Paired differences vs `standard`" in (out / "report.md").read_text()
 
     again = runner.invoke(app, args)  # finished runs are reused, not retrained
