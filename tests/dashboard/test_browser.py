@@ -112,6 +112,7 @@ def test_sign_in_then_upload_a_dataset_with_errors_per_file(page, stack):
     page.fill("#api_key", "dtk_wrong")
     page.click("button[type=submit]")
     assert "unknown or revoked API key" in page.inner_text("#error-api_key")
+    shot(page, "sign_in")
     page.fill("#api_key", stack.api_key)
     page.click("button[type=submit]")
     page.wait_for_url("**/ui/jobs")
@@ -123,6 +124,7 @@ def test_sign_in_then_upload_a_dataset_with_errors_per_file(page, stack):
     page.wait_for_selector("#upload-errors:not([hidden]) td code")
     assert page.inner_text("#upload-errors td code") == "a/1.png"
     assert "not a readable image" in page.inner_text("#upload-errors")
+    shot(page, "datasets_refused")
 
     good = write_zip(stack.work / "shapes.zip", {f"{c}/{i}.png": png(10 * n + i) for n, c in enumerate("ab") for i in range(6)})
     page.set_input_files("#upload-file", str(good))
@@ -132,6 +134,7 @@ def test_sign_in_then_upload_a_dataset_with_errors_per_file(page, stack):
     assert page.evaluate("document.getElementById('thumbnails').complete && "
                          "document.getElementById('thumbnails').naturalWidth") == 12 * 64
     assert "12" in page.inner_text("dl.facts")
+    shot(page, "dataset")
 
 
 def test_register_the_base_model_and_watch_its_load_check(page, stack):
@@ -146,6 +149,7 @@ def test_register_the_base_model_and_watch_its_load_check(page, stack):
     page.fill("#loc-path", str(stack.base))
     page.click("#model-form button[type=submit]")
     page.wait_for_selector("tr[data-model-id] .badge.ready", timeout=60_000)  # models.js follows the check
+    shot(page, "base_models")
 
 
 def test_start_a_tiny_job_from_the_form_and_follow_it_to_the_end(page, stack):
@@ -159,6 +163,7 @@ def test_start_a_tiny_job_from_the_form_and_follow_it_to_the_end(page, stack):
     page.fill("#batch_size", "0")
     page.click("#new-job-form button[type=submit]")
     assert page.inner_text("#error-batch_size") == "Input should be greater than or equal to 1"
+    shot(page, "new_job_refused")
     page.fill("#batch_size", "4")
     page.click("#new-job-form button[type=submit]")
     page.wait_for_url(re.compile(r".*/ui/jobs/job_\w+$"))
@@ -198,6 +203,7 @@ def test_compare_the_diff_tuning_job_with_a_standard_one(page, stack):
     page.goto(f"/ui/jobs/{stack.jobs[1]}")
     page.wait_for_selector("#job-status .badge.succeeded", timeout=JOB_TIMEOUT_MS)
     page.goto("/ui/jobs")
+    shot(page, "jobs")
     for job_id in stack.jobs:
         page.check(f"input[name=jobs][value={job_id}]")
     page.click("#jobs-form button[type=submit]")

@@ -145,14 +145,20 @@
     }
   }
 
+  // A status change refreshes everything, once for a burst (the stream replays the log on connect).
+  const refreshOnStatus = dt.throttle(refreshAll, 1500);
+
   function follow() {
     const source = new EventSource(`${api}/events?stream=true`);
     for (const type of ["status", "progress", "message"]) {
       source.addEventListener(type, (message) => {
         logEvent(JSON.parse(message.data));
-        refreshFast();
-        refreshOutputs();
-        if (type === "status") refreshAll();
+        if (type === "status") {
+          refreshOnStatus();
+        } else {
+          refreshFast();
+          refreshOutputs();
+        }
       });
     }
     source.addEventListener("end", () => {  // the job finished: the stream ends, do not reconnect
