@@ -67,39 +67,75 @@ def paired_analysis(real: np.ndarray, runs: dict[str, dict[int, dict[str, np.nda
     difference (absolute and relative to the baseline's FD) with its 95% bootstrap interval, the share of
     seeds where the method is better, the standard deviation of the per-seed difference split into its
     sampling part, and the seeds needed for a ``target`` relative difference at this and at 4× the samples.
+    Every bootstrap draw resamples the reference and each seed's sample indices once, shared by all runs
+    of that seed, so every comparison sees the same draws. BLAS runs single-threaded (small matrices).
     """
-    rng = np.random.default_rng(seed)
-    mu_r, sigma_r = _stats(real)
-    root_r = _root(sigma_r)
-    tr_r = float(np.trace(sigma_r))
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        point, drawn = _resample(real, runs, boots, np.random.default_rng(seed))
+    pick_rng = np.random.default_rng(seed + 1)
     out: dict[str, dict[str, Any]] = {}
     for method, per_seed in runs.items():
         seeds = sorted(set(per_seed) & set(runs.get(baseline, {})))
         for label, setting, base_setting in _comparisons(method == baseline, {k for s in seeds for k in per_seed[s]}):
             use = [s for s in seeds if setting in per_seed[s] and base_setting in runs[baseline][s]]
-            if not use:
-                continue
-            fd_m = np.array([_fd(mu_r, root_r, tr_r, per_seed[s][setting]) for s in use])
-            fd_b = np.array([_fd(mu_r, root_r, tr_r, runs[baseline][s][base_setting]) for s in use])
-            diffs = fd_m - fd_b
-            boot_rel, within = _bootstrap(real, [per_seed[s][setting] for s in use],
-                                          [runs[baseline][s][base_setting] for s in use], boots, rng)
-            sd_d = float(diffs.std(ddof=1)) if len(use) > 1 else float("nan")
-            sampling_var = float(np.mean(within))
-            seed_var = max(sd_d ** 2 - sampling_var, 0.0) if len(use) > 1 else float("nan")
-            delta = target * float(fd_b.mean())
-            out.setdefault(method, {})[label] = {
-                "seeds": use, "fd_baseline": float(fd_b.mean()), "fd_method": float(fd_m.mean()),
-                "diff_per_seed": diffs.tolist(), "diff_mean": float(diffs.mean()),
-                "rel_mean": float(diffs.mean() / fd_b.mean()),
-                "rel_ci95": [float(np.percentile(boot_rel, 2.5)), float(np.percentile(boot_rel, 97.5))],
-                "better_seeds": int((diffs < 0).sum()),
-                "sd_diff": sd_d, "sd_diff_sampling": math.sqrt(sampling_var),
-                "seeds_needed": seeds_needed(sd_d, delta) if len(use) > 1 else None,
-                "seeds_needed_4x_samples": (seeds_needed(math.sqrt(seed_var + sampling_var / 4), delta)
-                                            if len(use) > 1 else None),
-            }
+            if use:
+                m, b = (method, setting), (baseline, base_setting)
+                out.setdefault(method, {})[label] = _figures(
+                    use, np.array([point[m][s] for s in use]), np.array([point[b][s] for s in use]),
+                    np.stack([drawn[m][s] for s in use], 1), np.stack([drawn[b][s] for s in use], 1),
+                    target, pick_rng)
     return out
+
+
+def _resample(real: np.ndarray, runs: dict[str, dict[int, dict[str, np.ndarray]]], boots: int,
+              rng: np.random.Generator) -> tuple[dict, dict]:
+    """FD of every (method, setting) per seed on the full sets, and on ``boots`` hierarchical draws."""
+    def fds(real_set: np.ndarray, pick: dict[int, np.ndarray] | None) -> dict:
+        mu_r, sigma_r = _stats(real_set)
+        root_r, tr_r = _root(sigma_r), float(np.trace(sigma_r))
+        out: dict = {}
+        for method, per_seed in runs.items():
+            for s, per in per_seed.items():
+                for k, x in per.items():
+                    out.setdefault((method, k), {})[s] = _fd(mu_r, root_r, tr_r, x[pick[s]] if pick else x)
+        return out
+
+    point = fds(real, None)
+    sizes = {s: next(iter(per.values())).shape[0] for per_seed in runs.values() for s, per in per_seed.items()}
+    drawn: dict = {key: {s: np.empty(boots) for s in per} for key, per in point.items()}
+    for b in range(boots):
+        picks = {s: rng.integers(0, n, n) for s, n in sorted(sizes.items())}
+        for key, per in fds(real[rng.integers(0, len(real), len(real))], picks).items():
+            for s, value in per.items():
+                drawn[key][s][b] = value
+    return point, drawn
+
+
+def _figures(use: list[int], fd_m: np.ndarray, fd_b: np.ndarray, boot_m: np.ndarray, boot_b: np.ndarray,
+             target: float, rng: np.random.Generator) -> dict[str, Any]:
+    """One comparison's figures from its per-seed FDs and their bootstrap draws (boots, seeds)."""
+    diffs = fd_m - fd_b
+    within = (boot_m - boot_b).var(axis=0, ddof=1)  # sampling noise alone, per seed
+    pick = rng.integers(0, len(use), (boot_m.shape[0], len(use)))  # seeds resampled per draw
+    chosen_m, chosen_b = np.take_along_axis(boot_m, pick, 1), np.take_along_axis(boot_b, pick, 1)
+    rel = (chosen_m - chosen_b).mean(axis=1) / chosen_b.mean(axis=1)
+    several = len(use) > 1
+    sd_d = float(diffs.std(ddof=1)) if several else float("nan")
+    sampling_var = float(within.mean())
+    seed_var = max(sd_d ** 2 - sampling_var, 0.0) if several else float("nan")
+    delta = target * float(fd_b.mean())
+    return {
+        "seeds": use, "fd_baseline": float(fd_b.mean()), "fd_method": float(fd_m.mean()),
+        "diff_per_seed": diffs.tolist(), "diff_mean": float(diffs.mean()),
+        "rel_mean": float(diffs.mean() / fd_b.mean()),
+        "rel_ci95": [float(np.percentile(rel, 2.5)), float(np.percentile(rel, 97.5))],
+        "better_seeds": int((diffs < 0).sum()),
+        "sd_diff": sd_d, "sd_diff_sampling": math.sqrt(sampling_var),
+        "seeds_needed": seeds_needed(sd_d, delta) if several else None,
+        "seeds_needed_4x_samples": seeds_needed(math.sqrt(seed_var + sampling_var / 4), delta) if several else None,
+    }
 
 
 def _comparisons(is_baseline: bool, settings: set[str]) -> list[tuple[str, str, str]]:
@@ -110,26 +146,6 @@ def _comparisons(is_baseline: bool, settings: set[str]) -> list[tuple[str, str, 
     out += [(f"{k} vs CFG", k, k.removesuffix(DOMAIN_SUFFIX)) for k in sorted(settings, key=guidance_order)
             if k.endswith(DOMAIN_SUFFIX)]
     return out
-
-
-def _bootstrap(real: np.ndarray, method: list[np.ndarray], base: list[np.ndarray], boots: int,
-               rng: np.random.Generator) -> tuple[np.ndarray, list[float]]:
-    """Relative mean differences over ``boots`` hierarchical resamples, and the within-seed variance of
-    each seed's difference (sampling noise alone: samples and reference resampled, the seed held)."""
-    n_seeds, n_real = len(method), real.shape[0]
-    per_seed = np.empty((boots, n_seeds, 2))
-    for b in range(boots):
-        j = rng.integers(0, n_real, n_real)
-        mu_r, sigma_r = _stats(real[j])
-        root_r, tr_r = _root(sigma_r), float(np.trace(sigma_r))
-        for s in range(n_seeds):
-            i = rng.integers(0, method[s].shape[0], method[s].shape[0])
-            per_seed[b, s] = (_fd(mu_r, root_r, tr_r, method[s][i]), _fd(mu_r, root_r, tr_r, base[s][i]))
-    within = [float((per_seed[:, s, 0] - per_seed[:, s, 1]).var(ddof=1)) for s in range(n_seeds)]
-    pick = rng.integers(0, n_seeds, (boots, n_seeds))  # seeds resampled per draw
-    chosen = np.take_along_axis(per_seed, pick[:, :, None], axis=1)  # (boots, n_seeds, 2)
-    rel = (chosen[:, :, 0] - chosen[:, :, 1]).mean(axis=1) / chosen[:, :, 1].mean(axis=1)
-    return rel, within
 
 
 def collect(results: dict[str, Any], out: Path) -> tuple[np.ndarray | None, dict[str, dict[int, dict]]]:

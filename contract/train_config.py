@@ -70,7 +70,9 @@ class TrainConfig(_Strict):
 
     # --- the method -------------------------------------------------------------------------------
     method: Literal["difftune", "standard"] = Field(
-        "difftune", description="`difftune` (retention + reconsolidation) or `standard` fine-tuning."
+        "difftune", description="`difftune` (retention + reconsolidation) or `standard` fine-tuning. Left out, it "
+        "follows validation_guidance_scale: difftune when samples are guided (> 1), standard with Min-SNR "
+        "(flow matching: plain standard) at guidance 1, the recipes measured best there (docs/RESULTS.md)."
     )
     target_power: float = Field(
         1.0, ge=0.0, le=8.0, description="s: target timesteps drawn with p(t) ∝ (t+1)^s; 0 = uniform."
@@ -229,6 +231,26 @@ class TrainConfig(_Strict):
     tracker_project: str = Field("difftune", min_length=1, max_length=100,
                                  description="MLflow experiment / W&B project the runs are logged under.")
     seed: Seed = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _guidance_aware_recipe(cls, data: Any) -> Any:
+        """The default recipe follows the guidance samples are drawn at (docs/RESULTS.md, "Choosing the default
+        recipe"): Diff-Tuning's reference recipe when they are guided (``validation_guidance_scale`` above 1;
+        the default 4), standard fine-tuning with Min-SNR (plain standard for flow matching) at guidance 1,
+        where Diff-Tuning measured worse than standard on every preset and Min-SNR better. Only a ``method``
+        (and ``loss_weighting``) the request left out is chosen; the stored config shows the choice."""
+        if not isinstance(data, dict) or "method" in data:
+            return data
+        try:
+            unguided = float(data.get("validation_guidance_scale", 4.0)) <= 1.0
+            flow = family(data.get("family", "dit")).flow_matching
+        except (TypeError, ValueError, KeyError):
+            return data  # the field validators name the bad value
+        if not unguided:
+            return data
+        return {**data, "method": "standard",
+                "loss_weighting": data.get("loss_weighting", "none" if flow else "min_snr")}
 
     @field_validator("report_to", mode="before")
     @classmethod

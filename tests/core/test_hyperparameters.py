@@ -13,6 +13,12 @@ def test_defaults_match_the_library():
     assert validate_hyperparameters({}) == TrainConfig().model_dump(mode="json")
 
 
+def test_a_job_sampled_unguided_gets_the_recipe_measured_best_there():
+    stored = validate_hyperparameters({"validation_guidance_scale": 1})
+    assert (stored["method"], stored["loss_weighting"]) == ("standard", "min_snr")
+    assert validate_hyperparameters({})["method"] == "difftune"
+
+
 def test_given_values_are_kept_and_nested_defaults_filled():
     config = validate_hyperparameters({"max_steps": 10, "bank": {"size": 8}})
     assert config["max_steps"] == 10 and config["bank"]["size"] == 8

@@ -17,6 +17,20 @@ def test_defaults_follow_the_reference():
     assert not parse_config({"method": "standard"}).uses_bank
 
 
+@pytest.mark.parametrize("given, recipe", [
+    ({}, ("difftune", "none")),  # guided samples (default 4): Diff-Tuning's reference recipe
+    ({"validation_guidance_scale": 2.5}, ("difftune", "none")),
+    ({"validation_guidance_scale": 1}, ("standard", "min_snr")),  # unguided: measured best there
+    ({"validation_guidance_scale": 1, "family": "sd3"}, ("standard", "none")),  # flow matching has no Min-SNR
+    ({"validation_guidance_scale": 1, "loss_weighting": "p2"}, ("standard", "p2")),  # the user's weighting kept
+    ({"validation_guidance_scale": 1, "method": "difftune"}, ("difftune", "none")),  # an explicit method wins
+])
+def test_the_default_recipe_follows_the_sampling_guidance(given, recipe):
+    config = parse_config(given)
+    assert (config.method, config.loss_weighting) == recipe
+    assert parse_config(config.model_dump()) == config  # the stored choice reloads as itself
+
+
 def test_yaml_with_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("method: standard\nbank:\n  size: 100\nbatch_size: 16\n")
