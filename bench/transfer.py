@@ -117,10 +117,12 @@ class DigitsPreset:
 
 
 PRESETS: dict[str, DigitsPreset] = {
-    # 2-core CPU: 16 px, a 0.65M-parameter DiT; ~11 min for 2 methods x 3 seeds (docs/RESULTS.md).
+    # 2-core CPU: 16 px, a 0.65M-parameter DiT; ~18 min for 2 methods x 5 seeds. Five seeds resolve the
+    # guidance-1 differences (2-4 seeds suffice for 5%) and 10-20% ones at guidance 4, where a 5% difference
+    # needs 25-70 seeds at 40 samples per class (docs/RESULTS.md, "Choosing the default recipe").
     "digits": DigitsPreset(
         resolution=16, shots=10, held_out=150, base_steps=1500, vae_steps=400, base_size=BaseModelSize(),
-        train={}, defaults={"seeds": 3, "steps": 1500, "eval_every": 250, "per_class": 40}, hardware="cpu"),
+        train={}, defaults={"seeds": 5, "steps": 1500, "eval_every": 250, "per_class": 40}, hardware="cpu"),
     # One GPU: 32 px, a DiT-S-sized model (12 blocks, width 384, ~33M parameters) pre-trained 20k steps,
     # every held-out digit as reference, 160 samples per class, DDIM 50 and 5 seeds.
     "digits-large": DigitsPreset(
@@ -140,7 +142,7 @@ PRESETS: dict[str, DigitsPreset] = {
     # 20 font faces, random size, rotation, offset, stroke and blur), then the same few shots of handwritten 5-9.
     "glyphs": DigitsPreset(
         resolution=16, shots=10, held_out=150, base_steps=6000, vae_steps=800, base_size=BaseModelSize(),
-        train={}, defaults={"seeds": 3, "steps": 1500, "eval_every": 250, "per_class": 40}, hardware="cpu",
+        train={}, defaults={"seeds": 5, "steps": 1500, "eval_every": 250, "per_class": 40}, hardware="cpu",
         source_glyphs=600),
 }
 

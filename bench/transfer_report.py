@@ -7,6 +7,7 @@ the Agg canvas and touches no global backend state; entry points may still selec
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def plot_sample_grids(grids: dict[str, dict[str, torch.Tensor]], num_classes: in
             n = images.shape[0] // num_classes
             pick = torch.cat([torch.arange(k * n, k * n + min(per_class, n)) for k in range(num_classes)])
             ax.imshow(np.asarray(to_pil_grid(images[pick], nrow=min(per_class, n))))
-            ax.set_title(f"{name} · {setting_title(g)}", fontsize=7)
+            ax.set_title("\n".join(textwrap.wrap(f"{name} · {setting_title(g)}", 36)), fontsize=7)
     return save_figure(fig, path)
 
 
