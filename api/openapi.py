@@ -70,6 +70,8 @@ ROUTE_ERRORS: dict[tuple[str, str], set[int]] = {
     ("post", "/v1/jobs/{job_id}/cancel"): {409},
     ("delete", "/v1/api-keys/{key_id}"): {409},  # a prefix that names several keys
     ("get", "/v1/files/{key}"): {403},
+    ("get", "/v1/webhooks/endpoint"): {404},  # none is set
+    ("delete", "/v1/webhooks/endpoint"): {404},
     ("get", "/readyz"): {503},
 }
 # Successful bodies that are not (only) JSON, by (method, path template): the 200's media types,

@@ -191,7 +191,7 @@ WebhookEvent = Literal["job.running", "job.succeeded", "job.failed", "job.cancel
 
 
 class WebhookSpec(_Request):
-    url: str = Field(max_length=2000, description="http(s) URL the job's events are POSTed to, signed as Standard "
+    url: str = Field(max_length=2000, description="http(s) URL the events are POSTed to, signed as Standard "
                      "Webhooks with the tenant's secret (GET /v1/webhooks/secret).")
     events: list[WebhookEvent] | None = Field(None, min_length=1, max_length=6,
                                               description="Events to send; all of them when omitted.")
@@ -324,6 +324,8 @@ class WebhookDeliveryOut(BaseModel):
     id: str
     object: Literal["webhook.delivery"] = "webhook.delivery"
     event: str
+    target: Literal["job", "tenant", "both"] = Field(
+        description="Whose webhook it goes to: the job's own, the tenant's endpoint, or both (the same URL, sent once).")
     url: str
     status: Literal["pending", "delivered", "failed"]
     attempts: int
@@ -340,6 +342,14 @@ class WebhookDeliveryOut(BaseModel):
         if out.status != "pending":
             out.next_attempt_at = None
         return out
+
+
+class WebhookEndpointOut(BaseModel):
+    object: Literal["webhook.endpoint"] = "webhook.endpoint"
+    url: str = Field(description="Every job event of the tenant is POSTed here too (as well as to a job's own webhook).")
+    events: list[str] | None = Field(description="The events sent there; all of them when null.")
+    created_at: datetime
+    updated_at: datetime
 
 
 class WebhookSecretOut(BaseModel):

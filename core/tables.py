@@ -226,8 +226,21 @@ class WebhookSecret(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class WebhookEndpoint(Base):
+    """A tenant's webhook endpoint: every job event of the tenant is POSTed there too (set with
+    ``PUT /v1/webhooks/endpoint``); ``events`` null means all of them."""
+
+    __tablename__ = "webhook_endpoint"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list[Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class WebhookDelivery(Base):
-    """One event of a job on its way to the job's webhook (the outbox row and its delivery log)."""
+    """One event of a job on its way to a webhook (the outbox row and its delivery log): the job's own
+    (``target='job'``), the tenant's endpoint (``tenant``) or both when they are the same URL (``both``)."""
 
     __tablename__ = "webhook_delivery"
     __table_args__ = (Index("ix_webhook_delivery_status_next_attempt_at", "status", "next_attempt_at"),)
@@ -235,6 +248,7 @@ class WebhookDelivery(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     event: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str] = mapped_column(String(10), default="job", server_default="job")  # job | tenant | both
     url: Mapped[str] = mapped_column(String(2000))
     payload: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | delivered | failed

@@ -44,6 +44,7 @@ from difftune_client.types import (
     Report,
     Sample,
     WebhookDelivery,
+    WebhookEndpoint,
     WebhookSecret,
 )
 
@@ -53,5 +54,5 @@ __all__ = [
     "BaseModelInfo", "Checkpoint", "Client", "ConfigurationError", "Conflict", "Dataset", "DatasetBuckets",
     "DifftuneError", "Event", "EventStream", "FileLink", "Forbidden", "Invalid", "Job", "JobMetrics", "NotFound",
     "Paginated", "RateLimited", "Report", "Sample", "ServerError", "TooLarge", "Unauthorized", "Unavailable",
-    "WaitTimeout", "WebhookDelivery", "WebhookSecret",
+    "WaitTimeout", "WebhookDelivery", "WebhookEndpoint", "WebhookSecret",
 ]

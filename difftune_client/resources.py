@@ -28,6 +28,7 @@ from difftune_client.types import (
     Report,
     Sample,
     WebhookDelivery,
+    WebhookEndpoint,
     WebhookSecret,
 )
 
@@ -358,8 +359,31 @@ class ApiKeys(_Resource):
         self._core.send("DELETE", f"/v1/api-keys/{_id(key_id)}")
 
 
+class WebhookEndpoints(_Resource):
+    """``/v1/webhooks/endpoint``: the tenant's endpoint, which gets every job event of the tenant."""
+
+    def get(self) -> WebhookEndpoint:
+        """The endpoint; ``NotFound`` when none is set."""
+        return WebhookEndpoint.model_validate(self._core.json("GET", "/v1/webhooks/endpoint"))
+
+    def set(self, url: str, *, events: list[str] | None = None) -> WebhookEndpoint:
+        """Set (or replace) it: every event of every job of the tenant (``events``: those only) is POSTed
+        there too, once when a job's own webhook is the same URL."""
+        return WebhookEndpoint.model_validate(self._core.json("PUT", "/v1/webhooks/endpoint",
+                                                             json=_without_none(url=url, events=events)))
+
+    def delete(self) -> None:
+        """Remove it; ``NotFound`` when none is set."""
+        self._core.send("DELETE", "/v1/webhooks/endpoint")
+
+
 class Webhooks(_Resource):
-    """``/v1/webhooks/secret``: the secret that signs the tenant's webhook deliveries."""
+    """``/v1/webhooks``: the secret that signs the tenant's webhook deliveries, and the tenant's endpoint
+    (``endpoint.get/set/delete``)."""
+
+    def __init__(self, core: Core):
+        super().__init__(core)
+        self.endpoint = WebhookEndpoints(core)
 
     def secret(self) -> WebhookSecret:
         return WebhookSecret.model_validate(self._core.json("GET", "/v1/webhooks/secret"))

@@ -178,6 +178,7 @@ class WebhookDelivery(ApiObject):
     id: str
     object: str = "webhook.delivery"
     event: str
+    target: str = "job"  # job | tenant | both: the job's own webhook, the tenant's endpoint, or both (one URL)
     url: str
     status: str
     attempts: int = 0
@@ -187,6 +188,14 @@ class WebhookDelivery(ApiObject):
     created_at: datetime
     delivered_at: datetime | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class WebhookEndpoint(ApiObject):
+    object: str = "webhook.endpoint"
+    url: str
+    events: list[str] | None = None
+    created_at: datetime
+    updated_at: datetime
 
 
 class WebhookSecret(ApiObject):

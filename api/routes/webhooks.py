@@ -1,11 +1,12 @@
-"""``/v1/webhooks/secret``: the tenant's webhook signing secret (read, rotate)."""
+"""``/v1/webhooks``: the tenant's webhook signing secret (read, rotate) and its endpoint, which gets
+every job event of the tenant (read, set, remove)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
-from api.deps import CurrentTenant, SessionDep
-from api.schemas import WebhookSecretOut
+from api.deps import CurrentTenant, SessionDep, SettingsDep
+from api.schemas import WebhookEndpointOut, WebhookSecretOut, WebhookSpec
 from core.services import webhooks
 from core.tables import WebhookSecret
 
@@ -27,3 +28,26 @@ def get_secret(session: SessionDep, tenant: CurrentTenant) -> WebhookSecretOut:
 def rotate_secret(session: SessionDep, tenant: CurrentTenant) -> WebhookSecretOut:
     """A new secret signs every delivery from now on (retries of earlier events included)."""
     return _out(session, tenant.id, rotate=True)
+
+
+@router.get("/endpoint", summary="The tenant's webhook endpoint (404 when none is set)")
+def get_endpoint(session: SessionDep, tenant: CurrentTenant) -> WebhookEndpointOut:
+    """Where every job event of the tenant is POSTed (besides a job's own webhook)."""
+    return WebhookEndpointOut.model_validate(webhooks.get_endpoint(session, tenant_id=tenant.id), from_attributes=True)
+
+
+@router.put("/endpoint", summary="Set the tenant's webhook endpoint")
+def set_endpoint(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep,
+                 body: WebhookSpec) -> WebhookEndpointOut:
+    """Every event of every job of the tenant (all kinds) is POSTed here from now on, as well as to the job's
+    own webhook; once when both are the same URL. The same rules as a job's webhook URL apply."""
+    url = webhooks.check_url(body.url, settings, field="url")
+    row = webhooks.set_endpoint(session, tenant_id=tenant.id, url=url, events=body.events)
+    return WebhookEndpointOut.model_validate(row, from_attributes=True)
+
+
+@router.delete("/endpoint", status_code=204, summary="Remove the tenant's webhook endpoint (404 when none is set)")
+def delete_endpoint(session: SessionDep, tenant: CurrentTenant) -> Response:
+    """No event is staged for it afterwards; deliveries already staged are still sent."""
+    webhooks.delete_endpoint(session, tenant_id=tenant.id)
+    return Response(status_code=204)

@@ -1,10 +1,15 @@
-"""Webhooks: a job's events POSTed to the URL its owner gave, signed as Standard Webhooks, retried.
+"""Webhooks: a job's events POSTed to the URL its owner gave and to the tenant's endpoint, signed as
+Standard Webhooks, retried.
 
 Outbox: a status change or a published output stages a delivery row in the same transaction as the
 change (``emit``), so none is lost when a process dies right after it commits. ``worker.tasks.
 deliver_webhook`` (queue ``webhooks``) sends one; every worker's reaper re-sends deliveries that are
 due, so one whose task was lost (a broker outage) still goes out. An attempt first claims its row for
 ``CLAIM_SECONDS`` (``claim``), so two sends of one delivery never both POST.
+
+Where an event goes (``emit``): the job's own webhook (``POST /v1/jobs`` ``webhook``) and the tenant's
+endpoint (``set_endpoint``, ``PUT /v1/webhooks/endpoint``), each when it wants the event; one delivery
+row per URL, so an endpoint that is also the job's webhook gets the event once (``target='both'``).
 
 Targets (``check_url``, ``check_addresses``): http or https, a host matching
 ``DIFFTUNE_WEBHOOK_ALLOWED_HOSTS`` when the operator set one, and every address the host resolves to
@@ -28,11 +33,11 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.errors import InvalidError
+from core.errors import InvalidError, NotFoundError, ServiceError
 from core.ids import new_id
 from core.services.pagination import Page, paginate
 from core.settings import Settings
-from core.tables import Job, WebhookDelivery, WebhookSecret, utcnow
+from core.tables import Job, WebhookDelivery, WebhookEndpoint, WebhookSecret, utcnow
 
 log = logging.getLogger(__name__)
 EVENTS = ("job.running", "job.succeeded", "job.failed", "job.cancelled", "job.checkpoint", "job.sample")
@@ -121,6 +126,45 @@ def tenant_secret(session: Session, *, tenant_id: str, rotate: bool = False) -> 
     return row.secret
 
 
+# --- the tenant's endpoint ----------------------------------------------------------------------------
+
+
+class NoEndpoint(NotFoundError):
+    """The tenant has set no webhook endpoint (404)."""
+
+    def __init__(self) -> None:
+        ServiceError.__init__(self, "no webhook endpoint is set for this tenant (PUT /v1/webhooks/endpoint sets one)")
+        self.kind, self.resource_id = "webhook endpoint", ""
+
+
+def get_endpoint(session: Session, *, tenant_id: str) -> WebhookEndpoint:
+    """The tenant's endpoint; ``NoEndpoint`` when none is set."""
+    row = session.get(WebhookEndpoint, tenant_id)
+    if row is None:
+        raise NoEndpoint()
+    return row
+
+
+def set_endpoint(session: Session, *, tenant_id: str, url: str, events: list[str] | None) -> WebhookEndpoint:
+    """Set (or replace) the tenant's endpoint: every job event of the tenant from now on goes there too
+    (``events``: those only). ``url`` is checked by the caller (``check_url``). Deliveries already staged
+    keep the URL they were staged for."""
+    row = session.get(WebhookEndpoint, tenant_id)
+    if row is None:
+        row = WebhookEndpoint(tenant_id=tenant_id, url=url, events=events)
+        session.add(row)
+    else:
+        row.url, row.events, row.updated_at = url, events, utcnow()
+    session.commit()
+    return row
+
+
+def delete_endpoint(session: Session, *, tenant_id: str) -> None:
+    """Remove the tenant's endpoint (``NoEndpoint`` when none is set); no event is staged for it after."""
+    session.delete(get_endpoint(session, tenant_id=tenant_id))
+    session.commit()
+
+
 # --- the outbox ---------------------------------------------------------------------------------------
 
 _dispatch: Callable[[str], None] | None = None  # sends a delivery's task; set by the API and the workers
@@ -145,23 +189,34 @@ def _send_after_commit(session: Session, delivery_id: str) -> None:
 
 
 
-def emit(session: Session, *, job_id: str, event: str, data: dict[str, Any] | None = None) -> str | None:
-    """Stage a delivery of ``event`` for the job's webhook, if it has one that wants it (the caller
-    commits with the change it reports). Returns the delivery id."""
-    job = session.execute(select(Job.tenant_id, Job.webhook, Job.status, Job.step).where(Job.id == job_id)).one_or_none()
-    if job is None or not job.webhook:
-        return None
-    wanted = job.webhook.get("events") or EVENTS
-    if event not in wanted:
-        return None
-    delivery_id = new_id("webhook_delivery")
+def emit(session: Session, *, job_id: str, event: str, data: dict[str, Any] | None = None) -> list[str]:
+    """Stage a delivery of ``event`` to each webhook that wants it: the job's own and the tenant's
+    endpoint, once per URL (the caller commits with the change it reports). Returns the delivery ids."""
+    job = session.execute(
+        select(Job.tenant_id, Job.kind, Job.webhook, Job.status, Job.step,
+               WebhookEndpoint.url.label("endpoint_url"), WebhookEndpoint.events.label("endpoint_events"))
+        .outerjoin(WebhookEndpoint, WebhookEndpoint.tenant_id == Job.tenant_id).where(Job.id == job_id)
+    ).one_or_none()
+    if job is None:
+        return []
+    targets: dict[str, str] = {}  # url → job | tenant | both
+    if job.webhook and event in (job.webhook.get("events") or EVENTS):
+        targets[job.webhook["url"]] = "job"
+    if job.endpoint_url and event in (job.endpoint_events or EVENTS):
+        targets[job.endpoint_url] = "both" if job.endpoint_url in targets else "tenant"
+    if not targets:
+        return []
     now = utcnow()
     payload = {"type": event, "timestamp": now.isoformat().replace("+00:00", "Z"),
-               "data": {"job_id": job_id, "status": job.status, "step": job.step, **(data or {})}}
-    session.add(WebhookDelivery(id=delivery_id, job_id=job_id, tenant_id=job.tenant_id, event=event,
-                                url=job.webhook["url"], payload=payload, next_attempt_at=now))
-    _send_after_commit(session, delivery_id)
-    return delivery_id
+               "data": {"job_id": job_id, "kind": job.kind, "status": job.status, "step": job.step, **(data or {})}}
+    ids = []
+    for url, target in targets.items():
+        delivery_id = new_id("webhook_delivery")
+        session.add(WebhookDelivery(id=delivery_id, job_id=job_id, tenant_id=job.tenant_id, event=event,
+                                    target=target, url=url, payload=payload, next_attempt_at=now))
+        _send_after_commit(session, delivery_id)
+        ids.append(delivery_id)
+    return ids
 
 
 def due(session: Session, *, overdue_seconds: float = 0.0, limit: int = 100) -> list[str]:

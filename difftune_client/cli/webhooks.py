@@ -1,4 +1,5 @@
-"""``difftune webhooks secret [--rotate]`` and ``difftune jobs webhook-deliveries``."""
+"""``difftune webhooks secret [--rotate]``, ``difftune webhooks endpoint get | set URL [--event E]… | delete``
+and ``difftune jobs webhook-deliveries``."""
 
 from __future__ import annotations
 
@@ -13,15 +14,19 @@ from difftune_client.cli._common import (
     group,
     handled,
     print_json,
+    subgroup,
     table,
     take,
     when,
 )
-from difftune_client.cli.jobs import jobs_app
-from difftune_client.types import WebhookDelivery
+from difftune_client.cli.jobs import WEBHOOK_EVENTS, jobs_app
+from difftune_client.types import WebhookDelivery, WebhookEndpoint
 
-webhooks_app = group("Webhooks of the service: the secret that signs every delivery (a job's deliveries: "
-                     "difftune jobs webhook-deliveries).")
+webhooks_app = group("Webhooks of the service: the secret that signs every delivery, the tenant's endpoint that "
+                     "gets every job event (a job's deliveries: difftune jobs webhook-deliveries).")
+endpoint_app = subgroup("The tenant's webhook endpoint: every event of every job of the tenant is POSTed there "
+                        "too (as well as to a job's own --webhook; once when they are the same URL): get, set, delete.")
+webhooks_app.add_typer(endpoint_app, name="endpoint")
 
 
 @webhooks_app.command("secret")
@@ -36,6 +41,41 @@ def webhooks_secret(
     api = client()
     secret = api.webhooks.rotate_secret() if rotate else api.webhooks.secret()
     print_json(secret) if as_json else details([("secret", secret.secret), ("created", when(secret.created_at))])
+
+
+def _show_endpoint(endpoint: WebhookEndpoint, as_json: bool) -> None:
+    if as_json:
+        return print_json(endpoint)
+    details([("url", endpoint.url), ("events", ", ".join(endpoint.events) if endpoint.events else "all"),
+             ("created", when(endpoint.created_at)), ("updated", when(endpoint.updated_at))])
+
+
+@endpoint_app.command("get")
+@handled
+def endpoint_get(as_json: JsonOption = False) -> None:
+    """The tenant's webhook endpoint (an error when none is set)."""
+    _show_endpoint(client().webhooks.endpoint.get(), as_json)
+
+
+@endpoint_app.command("set")
+@handled
+def endpoint_set(
+    url: Annotated[str, typer.Argument(help="http(s) URL every job event of the tenant is POSTed to, signed with "
+                                            "the tenant's secret (difftune webhooks secret).")],
+    event: Annotated[list[str] | None, typer.Option(
+        "--event", help="Only this event (" + ", ".join(WEBHOOK_EVENTS) + "); repeatable; default all.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set (or replace) the tenant's webhook endpoint."""
+    _show_endpoint(client().webhooks.endpoint.set(url, events=event or None), as_json)
+
+
+@endpoint_app.command("delete")
+@handled
+def endpoint_delete() -> None:
+    """Remove the tenant's webhook endpoint; events staged before still go out."""
+    client().webhooks.endpoint.delete()
+    typer.echo("deleted the webhook endpoint")
 
 
 def _answer(delivery: WebhookDelivery) -> str:
@@ -56,6 +96,6 @@ def jobs_webhook_deliveries(
     items: list[WebhookDelivery] = take(client().jobs.webhook_deliveries(job_id, limit=min(limit, 100)), limit)
     if as_json:
         return print_json(items)
-    table(["ID", "EVENT", "STATUS", "ATTEMPTS", "ANSWER", "CREATED", "DELIVERED", "NEXT ATTEMPT"],
+    table(["ID", "EVENT", "STATUS", "ATTEMPTS", "ANSWER", "CREATED", "DELIVERED", "NEXT ATTEMPT", "TARGET", "URL"],
           [[d.id, d.event, d.status, str(d.attempts), _answer(d), when(d.created_at), when(d.delivered_at),
-            when(d.next_attempt_at)] for d in items])
+            when(d.next_attempt_at), d.target, d.url] for d in items])

@@ -20,6 +20,7 @@ from difftune_client import (
     NotFound,
     Unauthorized,
     WaitTimeout,
+    WebhookEndpoint,
 )
 from tests.client.conftest import make_client, publish_checkpoint, run_to_success
 
@@ -199,6 +200,26 @@ def test_api_keys_webhooks_health_and_readiness(api, client, make_job):
     secret = api.webhooks.secret()
     assert secret.secret.startswith("whsec_") and api.webhooks.rotate_secret().secret != secret.secret
     assert api.jobs.webhook_deliveries(make_job().id).to_list() == []
+
+
+def test_webhook_endpoint_get_set_delete(api, other_api, make_job, db):
+    with pytest.raises(NotFound):
+        api.webhooks.endpoint.get()
+    made = api.webhooks.endpoint.set("https://hooks.example.com/all", events=["job.succeeded"])
+    assert isinstance(made, WebhookEndpoint) and made.events == ["job.succeeded"]
+    assert api.webhooks.endpoint.get() == made
+    with pytest.raises(NotFound):
+        other_api.webhooks.endpoint.get()
+    with pytest.raises(Invalid) as invalid:
+        api.webhooks.endpoint.set("ftp://hooks.example.com/x")
+    assert invalid.value.fields == ["url"]
+    job = make_job()
+    run_to_success(db, job.id)
+    [delivery] = api.jobs.webhook_deliveries(job.id).to_list()
+    assert (delivery.event, delivery.target, delivery.url) == ("job.succeeded", "tenant", made.url)
+    api.webhooks.endpoint.delete()
+    with pytest.raises(NotFound):
+        api.webhooks.endpoint.delete()
 
 
 def test_zip_of_a_folder_keeps_relative_paths(image_folder, tmp_path):

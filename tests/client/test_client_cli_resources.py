@@ -87,6 +87,32 @@ def test_webhook_secret_rotation_and_a_jobs_deliveries(difftune, make_job, db, o
         f"error: no job with id {job['id']!r}"
 
 
+def test_webhook_endpoint_set_get_delete_and_its_deliveries(difftune, make_job, db, other_auth):
+    url = "https://hooks.example.com/all"
+    assert failed(difftune("webhooks", "endpoint", "get")).startswith("error: no webhook endpoint is set")
+    made = json.loads(ok(difftune("webhooks", "endpoint", "set", url, "--event", "job.running",
+                                  "--event", "job.succeeded", "--json")))
+    assert (made["object"], made["url"], made["events"]) == ("webhook.endpoint", url, ["job.running", "job.succeeded"])
+    shown = fields(ok(difftune("webhooks", "endpoint", "get")))
+    assert (shown["url"], shown["events"]) == (url, "job.running, job.succeeded")
+    assert json.loads(ok(difftune("webhooks", "endpoint", "get", "--json"))) == made
+    assert failed(difftune("webhooks", "endpoint", "get", headers=other_auth)).startswith("error: no webhook endpoint")
+    assert failed(difftune("webhooks", "endpoint", "set", "ftp://hooks.example.com/x")).startswith(
+        "error: url: must be an http:// or https:// URL")
+    assert failed(difftune("webhooks", "endpoint", "set", url, "--event", "job.nope")).startswith("error: events")
+
+    job = make_job()  # no webhook of its own: its events go to the endpoint only
+    run_to_success(db, job.id)
+    table = rows(ok(difftune("jobs", "webhook-deliveries", job.id)))
+    assert table[0][-2:] == ["TARGET", "URL"]
+    assert [(r[1], r[-2], r[-1]) for r in table[1:]] == [("job.running", "tenant", url),
+                                                          ("job.succeeded", "tenant", url)]
+
+    assert fields(ok(difftune("webhooks", "endpoint", "set", url)))["events"] == "all"
+    assert ok(difftune("webhooks", "endpoint", "delete")) == "deleted the webhook endpoint\n"
+    assert failed(difftune("webhooks", "endpoint", "delete")).startswith("error: no webhook endpoint")
+
+
 def test_metrics_history_as_a_table_as_json_and_zoomed(difftune, make_job, db):
     from core.services import job_metrics
 

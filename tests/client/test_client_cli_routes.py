@@ -36,6 +36,9 @@ COMMANDS: dict[tuple[str, str], list[str]] = {
     ("DELETE", "/v1/api-keys/{key_id}"): ["api-keys revoke"],
     ("GET", "/v1/webhooks/secret"): ["webhooks secret"],
     ("POST", "/v1/webhooks/secret"): ["webhooks secret --rotate"],
+    ("GET", "/v1/webhooks/endpoint"): ["webhooks endpoint get"],
+    ("PUT", "/v1/webhooks/endpoint"): ["webhooks endpoint set", "webhooks endpoint set --event"],
+    ("DELETE", "/v1/webhooks/endpoint"): ["webhooks endpoint delete"],
     # the signed download links the listings of checkpoints, sample grids and reports answer (local store)
     ("GET", "/v1/files/{key}"): ["jobs download", "jobs samples download", "jobs reports download"],
 }

@@ -89,3 +89,35 @@ def test_0003_completes_the_stored_config_of_existing_tuning_jobs(empty_url):
         assert decode(rows["job_probe"]) == {"points": 3}  # probes keep their own parameters
     finally:
         engine.dispose()
+
+
+def test_0009_keeps_earlier_deliveries_as_the_jobs_own_and_adds_no_endpoint(empty_url):
+    """Deliveries stored before tenant endpoints went to the job's webhook (target ``job``); no tenant has
+    an endpoint; downgrading keeps the deliveries."""
+    from sqlalchemy import text
+
+    upgrade(empty_url, "0008")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO tenant (id, name, created_at) VALUES ('t', 't', CURRENT_TIMESTAMP)"))
+            conn.execute(text(
+                "INSERT INTO job (id, tenant_id, kind, method, status, hyperparameters, seed, metadata, resources, "
+                "step, attempts, created_at) VALUES ('job_a', 't', 'tune', 'difftune', 'cancelled', '{}', 0, '{}', "
+                "'{}', 0, 0, CURRENT_TIMESTAMP)"))
+            conn.execute(text(
+                "INSERT INTO webhook_delivery (id, job_id, tenant_id, event, url, payload, status, attempts, "
+                "next_attempt_at, created_at) VALUES ('whd_a', 'job_a', 't', 'job.cancelled', 'https://h.example/x', "
+                "'{}', 'pending', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        upgrade(empty_url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id, target, url FROM webhook_delivery")).all() == [
+                ("whd_a", "job", "https://h.example/x")]
+            assert conn.execute(text("SELECT count(*) FROM webhook_endpoint")).scalar() == 0
+        downgrade(empty_url, "0008")
+        assert "webhook_endpoint" not in inspect(engine).get_table_names()
+        assert "target" not in {c["name"] for c in inspect(engine).get_columns("webhook_delivery")}
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id FROM webhook_delivery")).all() == [("whd_a",)]
+    finally:
+        engine.dispose()

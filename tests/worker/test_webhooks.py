@@ -23,6 +23,7 @@ def receiver():
         def do_POST(self):
             body = self.rfile.read(int(self.headers["content-length"]))
             server.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            server.paths.append(self.path)
             self.send_response(server.answers.pop(0) if server.answers else 204)
             self.end_headers()
 
@@ -30,7 +31,7 @@ def receiver():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.received, server.answers = [], []
+    server.received, server.answers, server.paths = [], [], []
     server.url = f"http://127.0.0.1:{server.server_port}/hooks"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -109,6 +110,28 @@ def test_a_failing_receiver_is_retried_then_given_up(make_job, private_worker, c
     [last] = deliveries(client, auth, job["id"])
     assert (last["status"], last["attempts"], last["response_status"]) == ("failed", 2, 503)
     assert len(receiver.received) == 2 and json.loads(receiver.received[0][1])["type"] == "job.cancelled"
+
+
+def test_the_tenants_endpoint_gets_the_events_too_signed_and_once_per_url(make_job, private_worker, client, auth,
+                                                                         receiver):
+    endpoint = receiver.url + "/tenant"
+    assert client.put("/v1/webhooks/endpoint", headers=auth, json={"url": endpoint}).status_code == 200
+    job = make_job({"webhook": {"url": receiver.url, "events": ["job.cancelled"]}})
+    same = make_job({"webhook": {"url": endpoint}})
+    for queued in (job, same):
+        assert client.post(f"/v1/jobs/{queued['id']}/cancel", headers=auth).json()["status"] == "cancelled"
+        deliver_pending(client, auth, queued["id"])
+    # the first job's event to its webhook and to the endpoint (staged in the same millisecond: either
+    # order), then the second job's once
+    assert sorted(receiver.paths[:2]) == ["/hooks", "/hooks/tenant"] and receiver.paths[2:] == ["/hooks/tenant"]
+    secret = client.get("/v1/webhooks/secret", headers=auth).json()["secret"]
+    payloads = [Webhook(secret).verify(body, headers) for headers, body in receiver.received]
+    assert [(p["type"], p["data"]["job_id"]) for p in payloads] == [
+        ("job.cancelled", job["id"]), ("job.cancelled", job["id"]), ("job.cancelled", same["id"])]
+    assert len({headers["webhook-id"] for headers, _ in receiver.received}) == 3
+    assert sorted((d["target"], d["url"], d["status"]) for d in deliveries(client, auth, job["id"])) == [
+        ("job", receiver.url, "delivered"), ("tenant", endpoint, "delivered")]
+    assert [(d["target"], d["status"]) for d in deliveries(client, auth, same["id"])] == [("both", "delivered")]
 
 
 def test_private_targets_are_refused_unless_the_operator_allows_them(make_job, worker_ctx, client, auth, receiver,
