@@ -203,3 +203,18 @@ def test_download_path_requests_the_pytorch_fid_release_with_hash_check(monkeypa
     assert calls[0][0].endswith("pt_inception-2015-12-05-6726825d.pth")
     assert calls[0][1]["check_hash"] is True and calls[0][1]["map_location"] == "cpu"
     assert torch.equal(model.Conv2d_1a_3x3.conv.weight, state["Conv2d_1a_3x3.conv.weight"])
+
+
+def test_torchmetrics_fid_with_the_local_inception_equals_ours(checkpoint):
+    """Inception FID through torchmetrics (the maintained implementation), loaded from a local weights file,
+    equals our FD of the same Inception's pool3 features."""
+    from models.evaluation.frechet import frechet_distance
+    from models.evaluation.library import library_fid
+
+    path, _ = checkpoint
+    g = torch.Generator().manual_seed(3)
+    real, fake = torch.rand(6, 3, 16, 16, generator=g), torch.rand(6, 3, 16, 16, generator=g) ** 2
+    extract = inception_feature_extractor(path, allow_download=False)
+    ours = frechet_distance(extract(real), extract(fake))
+    assert library_fid(real, fake, weights=path, batch_size=4) == pytest.approx(ours, rel=1e-4)
+    assert ours > 0
