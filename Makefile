@@ -29,14 +29,14 @@ test: setup
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # One real Diff-Tuning job through the REST API of the embedded service.
-demo: setup
+demo: $(STAMP)
 	$(VENV)/bin/difftune demo --out .cache/demo
 
 # The service on this machine with no servers: SQLite, a SQLite broker, a local store.
-run: setup
+run: $(STAMP)
 	$(VENV)/bin/difftune serve
 
-lint: setup
+lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
