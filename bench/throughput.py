@@ -20,9 +20,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from contract.train_config import MAX_STEPS, parse_config
 from models.bank import KnowledgeBank
+from models.base_originals import hold_without_originals
 from models.families.dit import DiTFamily
 from models.latents import LatentSet
-from models.memory_savers import hold_without_originals, param_count
+from models.memory_savers import param_count
 from models.precision import autocast
 from models.tiny import ddpm_scheduler, tiny_vae
 

@@ -20,8 +20,8 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from models.base_originals import RESTORED
 from models.lora_kohya import save_kohya
-from models.memory_savers import RESTORED
 
 DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_DIR = "lora"

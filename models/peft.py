@@ -105,8 +105,8 @@ def prepare_trainable(model: nn.Module, config) -> list[nn.Parameter]:
 def export_trainable(model: nn.Module) -> nn.Module:
     """A plain diffusers module: the frozen base back at its original weights when it was held in less
     (models/memory_savers.py), DiffFit γ folded in, LoRA merged or dropped (see models/lora.py)."""
+    from models.base_originals import restore_base
     from models.lora import export_lora
-    from models.memory_savers import restore_base
 
     model = restore_base(model)
     if any(p.dtype != torch.float32 for p in model.parameters() if p.is_floating_point()):

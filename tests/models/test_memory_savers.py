@@ -193,7 +193,8 @@ def test_an_fp8_base_under_difffit_trains_its_biases_in_fp32(make_config, tiny_b
 
 
 def test_originals_missing_from_the_base_files_are_kept_on_the_host(tiny_pipeline):
-    from models.memory_savers import hold_frozen_base, keep_originals, quantise_nf4, restore_base
+    from models.base_originals import keep_originals, restore_base
+    from models.memory_savers import hold_frozen_base, quantise_nf4
 
     folder = tiny_pipeline("flux")
     net = base_denoiser("flux", folder).requires_grad_(False)
