@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from bench.demo import BaseModelSize
-from bench.transfer_stats import FEATURES_FILE
+from bench.transfer_stats import FEATURES_FILE, REAL_FEATURES_FILE
 from contract.families import family_of_pipeline
 from contract.train_config import TrainConfig, dump_config, parse_config
 from models.distributed import default_device
@@ -299,7 +299,7 @@ def paired_vs_baseline(runs: list[dict[str, Any]], out: Path, baseline: str = "s
     """Paired differences of every method against ``baseline`` at the final step (bench.transfer_stats)."""
     from bench.transfer_stats import collect, paired_analysis
 
-    real, features = collect({"runs": runs}, out)
+    real, features = collect(runs, out)
     if real is None or baseline not in features:
         return {}
     return paired_analysis(real, features, baseline=baseline)
@@ -322,7 +322,7 @@ def run_transfer(setup: TransferSetup, *, say: Say = print, on_step: Callable[[i
         val_dir=setup.target_classes or setup.target,
         per_class=setup.per_class, guidances=setup.guidances, sample_steps=int(setup.train.get("sample_steps", 25)),
         prompt_template=setup.prompt_template, device=default_device(), guidance_mode=setup.guidance_mode)
-    torch.save(evaluator.real_features.float(), setup.out / "real_features.pt")
+    torch.save(evaluator.real_features.float(), setup.out / REAL_FEATURES_FILE)
     runs, grids, base_seconds = [], {}, 0.0
     report = on_step or (lambda done: None)
     for seed in range(setup.seeds):

@@ -24,6 +24,7 @@ from models.evaluation.sample_quality import DOMAIN_SUFFIX, guidance_order
 
 Z_ALPHA, Z_POWER = 1.959964, 0.841621  # two-sided 0.05, power 0.8
 FEATURES_FILE = "features.pt"  # per run: the final evaluation's per-sample features, keyed by setting
+REAL_FEATURES_FILE = "real_features.pt"  # per benchmark: the reference images' features
 
 
 def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,18 +149,18 @@ def _comparisons(is_baseline: bool, settings: set[str]) -> list[tuple[str, str, 
     return out
 
 
-def collect(results: dict[str, Any], out: Path) -> tuple[np.ndarray | None, dict[str, dict[int, dict]]]:
-    """The reference features and every finished run's final features found under ``out``."""
-    real_path = Path(out) / "real_features.pt"
+def collect(runs: list[dict[str, Any]], out: Path) -> tuple[np.ndarray | None, dict[str, dict[int, dict]]]:
+    """The reference features under ``out`` and the final features of every run record that saved them."""
+    real_path = Path(out) / REAL_FEATURES_FILE
     if not real_path.exists():
         return None, {}
     real = torch.load(real_path, weights_only=True).double().numpy()
-    runs: dict[str, dict[int, dict]] = {}
-    for run in results["runs"]:
-        features = load_features(Path(run["checkpoint"]).parents[1])
+    found: dict[str, dict[int, dict]] = {}
+    for run in runs:
+        features = load_features(Path(run["checkpoint"]).parents[1])  # RUN/checkpoints/step_N -> RUN
         if features is not None:
-            runs.setdefault(run["method"], {})[run["seed"]] = features
-    return real, runs
+            found.setdefault(run["method"], {})[run["seed"]] = features
+    return real, found
 
 
 def markdown_table(paired: dict[str, dict[str, Any]], baseline: str = "standard") -> list[str]:

@@ -141,11 +141,15 @@ class Evaluator:
 
     def run(self, family: Family, seed: int) -> Evaluation:
         """Metrics, images and per-sample features of one model at every setting (:meth:`settings`)."""
-        result = Evaluation({}, {}, {})
+        result, done = Evaluation({}, {}, {}), {}
         for key, g, mode in self.settings():
-            images = result.images[key] = self.sample(family, g, seed, mode)
-            result.features[key] = self.features(images)
-            result.metrics[key] = self.score(images, self.labels, result.features[key])
+            if mode == "domain" and (self.base is None or self.base is family):
+                mode = "cfg"  # the base itself (or no base): Domain Guidance is its CFG, sampled once
+            if (g, mode) not in done:
+                images = self.sample(family, g, seed, mode)
+                features = self.features(images)
+                done[g, mode] = images, features, self.score(images, self.labels, features)
+            result.images[key], result.features[key], result.metrics[key] = done[g, mode]
         return result
 
     def evaluate(self, family: Family, seed: int) -> tuple[dict[str, dict[str, float]], dict[str, torch.Tensor]]:
