@@ -13,8 +13,8 @@ from api.dashboard import forms
 from api.dashboard.render import page
 from api.dashboard.security import PREFIX
 from api.dashboard.session import FormDep, Viewer, ViewerDep
-from api.dashboard.workers import send_to_workers
 from api.deps import CeleryDep, SessionDep, SettingsDep, refuse_nul
+from api.routes.jobs import send_to_workers
 from api.schemas import ForgettingProbeCreate, JobOut
 from contract.families import Conditioning, family_of_api_name
 from core.enums import JobKind, JobStatus

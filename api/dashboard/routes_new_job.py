@@ -15,8 +15,8 @@ from api.dashboard.errors import error_page
 from api.dashboard.render import page
 from api.dashboard.security import PREFIX
 from api.dashboard.session import FormDep, Viewer, ViewerDep
-from api.dashboard.workers import send_to_workers
 from api.deps import CeleryDep, SessionDep, SettingsDep
+from api.routes.jobs import send_to_workers
 from api.schemas import JobCreate
 from core.errors import ServiceError
 from core.services import base_models, datasets, idempotency, jobs

@@ -71,15 +71,23 @@ def create_job(
     return _enqueued(session, celery, job)
 
 
-def _enqueued(session, celery, job):
-    """Send a queued job to the workers; a broker failure fails the job and answers 503."""
-    if job.status == JobStatus.QUEUED:  # also on a replay: a lost message is harmless to resend (claims)
+def send_to_workers(session, celery, job) -> str | None:
+    """Send a queued job to the workers (also on a replay: a lost message is harmless to resend, claims
+    decide); a broker failure fails the job and returns why, else None. The dashboard's forms call it too."""
+    if job.status == JobStatus.QUEUED:
         try:
             enqueue_job(celery, job.id)
         except Exception as err:  # noqa: BLE001 - any broker failure
             log.error("enqueue of %s failed: %s", job.id, err)
             jobs.mark_failed(session, job_id=job.id, error=f"could not be enqueued: {err}")
-            return problem(503, f"job {job.id} could not be enqueued: the broker is unavailable", job=job.id)
+            return f"job {job.id} could not be enqueued: the broker is unavailable"
+    return None
+
+
+def _enqueued(session, celery, job):
+    """The job sent to the workers, or a 503 problem when the broker failed (the job is then failed)."""
+    if (failure := send_to_workers(session, celery, job)) is not None:
+        return problem(503, failure, job=job.id)
     return JobOut.of(job)
 
 
